@@ -1,0 +1,147 @@
+"""Small blocking helpers the CLI uses to talk to Kafka (one producer or consumer per call)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
+
+from driftloop_common.errors import RetryableError
+from driftloop_common.events import Event
+from driftloop_common.kafka import make_producer
+from driftloop_common.local_kafka import LocalKafka
+from driftloop_common.settings import KafkaSettings
+
+BOOTSTRAP_ENV = "DRIFTLOOP_KAFKA__BOOTSTRAP_SERVERS"
+
+
+def resolve_bootstrap(explicit: str | None) -> str:
+    """`--bootstrap`, else the environment, else the local broker if one runs, else :9092."""
+    if explicit:
+        return explicit
+    if env := os.environ.get(BOOTSTRAP_ENV):
+        return env
+    status = LocalKafka().status()
+    return status.bootstrap if status.running and status.bootstrap else "127.0.0.1:9092"
+
+
+def kafka_settings(bootstrap: str) -> KafkaSettings:
+    """Kafka settings from the environment (security etc.) with the chosen bootstrap."""
+    from driftloop_common.settings import ServiceSettings
+
+    return ServiceSettings().kafka.model_copy(update={"bootstrap_servers": bootstrap})
+
+
+def publish(settings: KafkaSettings, event: Event) -> tuple[int, int]:
+    """Send one event to its topic and wait for the broker's ack; return (partition, offset)."""
+
+    async def send() -> tuple[int, int]:
+        producer = make_producer(settings, client_id="cli")
+        try:
+            await asyncio.wait_for(producer.start(), 30)
+            meta = await producer.send_and_wait(event.topic, event.to_bytes(), key=event.key)
+            return meta.partition, meta.offset
+        except (KafkaError, TimeoutError) as exc:
+            raise RetryableError(
+                f"could not publish to {settings.bootstrap_servers}: {exc!r}"
+            ) from exc
+        finally:
+            await producer.stop()
+
+    return asyncio.run(send())
+
+
+@dataclass
+class TailedMessage:
+    topic: str
+    partition: int
+    offset: int
+    timestamp: datetime
+    key: str | None
+    value: str
+    headers: dict[str, str]
+
+    def as_json(self) -> str:
+        try:
+            value: object = json.loads(self.value)
+        except ValueError:
+            value = self.value
+        return json.dumps(
+            {
+                "topic": self.topic,
+                "partition": self.partition,
+                "offset": self.offset,
+                "timestamp": self.timestamp.isoformat(),
+                "key": self.key,
+                "headers": self.headers,
+                "value": value,
+            }
+        )
+
+
+def tail(
+    settings: KafkaSettings,
+    topic: str,
+    *,
+    from_beginning: bool,
+    max_messages: int | None,
+    idle_timeout_s: float | None,
+    on_message: Callable[[TailedMessage], None],
+) -> int:
+    """Read `topic` without a consumer group (nothing is committed); return how many were read."""
+
+    async def run() -> int:
+        consumer = AIOKafkaConsumer(
+            client_id=f"{settings.client_id_prefix}-tail",
+            group_id=None,
+            enable_auto_commit=False,
+            **settings.client_kwargs(),
+        )
+        await asyncio.wait_for(consumer.start(), 30)
+        try:
+            if topic not in await consumer.topics():  # refreshes the cluster metadata
+                raise RetryableError(f"topic {topic!r} does not exist")
+            partitions = consumer.partitions_for_topic(topic) or set()
+            tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+            consumer.assign(tps)
+            if from_beginning:
+                await consumer.seek_to_beginning(*tps)
+            else:
+                await consumer.seek_to_end(*tps)
+            seen = 0
+            idle_since = asyncio.get_running_loop().time()
+            while max_messages is None or seen < max_messages:
+                batch = await consumer.getmany(timeout_ms=500)
+                now = asyncio.get_running_loop().time()
+                if not batch:
+                    if idle_timeout_s is not None and now - idle_since >= idle_timeout_s:
+                        break
+                    continue
+                idle_since = now
+                for records in batch.values():
+                    for r in records:
+                        on_message(
+                            TailedMessage(
+                                topic=r.topic,
+                                partition=r.partition,
+                                offset=r.offset,
+                                timestamp=datetime.fromtimestamp(r.timestamp / 1000, UTC),
+                                key=r.key.decode(errors="replace") if r.key else None,
+                                value=(r.value or b"").decode(errors="replace"),
+                                headers={k: v.decode(errors="replace") for k, v in r.headers},
+                            )
+                        )
+                        seen += 1
+                        if max_messages is not None and seen >= max_messages:
+                            return seen
+            return seen
+        finally:
+            await consumer.stop()
+
+    return asyncio.run(run())

@@ -1,0 +1,47 @@
+"""One error tree for every driftloop service.
+
+    DriftloopError
+     ├── RetryableError      the same input may succeed later (broker down, 5xx, timeout):
+     │                       do not commit the offset; retry, then crash so Kafka redelivers
+     ├── PermanentError      this input will never succeed: send it to `<topic>.dlq`, move on
+     │    └── InvalidEventError   the bytes are not a valid event of the expected type
+     └── ConfigError         the service is misconfigured: fail fast at start-up
+
+Library errors (aiokafka, MLflow, httpx) are translated at the adapter with
+`raise ... from exc`, so handlers and the service loop only ever see this tree.
+"""
+
+from __future__ import annotations
+
+
+class DriftloopError(Exception):
+    """Base of every error driftloop raises on purpose."""
+
+
+class RetryableError(DriftloopError):
+    """The operation may succeed if tried again later."""
+
+
+class PermanentError(DriftloopError):
+    """The input can never be processed; it belongs in the dead-letter queue.
+
+    `code` is a short, fixed token (safe as a metric label); the message is the
+    human-readable reason stored with the dead letter.
+    """
+
+    code: str = "permanent"
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        if code is not None:
+            self.code = code
+
+
+class InvalidEventError(PermanentError):
+    """The message could not be decoded or validated as the expected event."""
+
+    code = "invalid_event"
+
+
+class ConfigError(DriftloopError):
+    """The configuration is missing or contradictory; the service cannot start."""

@@ -1,0 +1,84 @@
+"""The Kafka adapter: aiokafka clients built from `KafkaSettings`, errors translated.
+
+Only this module and the service loop touch aiokafka; everything else sees
+`RetryableError` / `PermanentError` from `driftloop_common.errors`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+
+from driftloop_common.errors import RetryableError
+from driftloop_common.settings import KafkaSettings
+from driftloop_common.topics import ALL_TOPICS, dlq
+
+log = logging.getLogger(__name__)
+
+
+def make_producer(settings: KafkaSettings, *, client_id: str) -> AIOKafkaProducer:
+    """An idempotent producer: a retried send never duplicates a record in the log."""
+    return AIOKafkaProducer(
+        client_id=f"{settings.client_id_prefix}-{client_id}",
+        enable_idempotence=True,
+        acks="all",
+        linger_ms=5,
+        compression_type=None,
+        **settings.client_kwargs(),
+    )
+
+
+def make_consumer(
+    settings: KafkaSettings,
+    *,
+    group_id: str | None,
+    client_id: str,
+    auto_offset_reset: str = "earliest",
+    max_poll_interval_ms: int = 300_000,
+) -> AIOKafkaConsumer:
+    """A consumer with manual commits; subscribe it with a rebalance listener."""
+    return AIOKafkaConsumer(
+        client_id=f"{settings.client_id_prefix}-{client_id}",
+        group_id=group_id,
+        enable_auto_commit=False,
+        auto_offset_reset=auto_offset_reset,
+        isolation_level="read_committed",
+        max_poll_interval_ms=max_poll_interval_ms,
+        **settings.client_kwargs(),
+    )
+
+
+async def create_topics(
+    settings: KafkaSettings,
+    names: Iterable[str] | None = None,
+    *,
+    partitions: int = 3,
+    replication_factor: int = 1,
+    with_dlq: bool = True,
+) -> list[str]:
+    """Create topics (and their `.dlq` twins) that do not exist yet; return those created."""
+    wanted = list(names) if names is not None else list(ALL_TOPICS)
+    if with_dlq:
+        wanted += [dlq(name) for name in wanted if not name.endswith(".dlq")]
+    admin = AIOKafkaAdminClient(client_id=f"{settings.client_id_prefix}-admin",
+                                **settings.client_kwargs())
+    try:
+        await admin.start()
+        existing = set(await admin.list_topics())
+        missing = [name for name in dict.fromkeys(wanted) if name not in existing]
+        if missing:
+            try:
+                await admin.create_topics(
+                    [NewTopic(name, partitions, replication_factor) for name in missing]
+                )
+            except TopicAlreadyExistsError:  # another process won the race
+                pass
+        return missing
+    except KafkaError as exc:
+        raise RetryableError(f"could not create topics on {settings.bootstrap_servers}: {exc}") from exc
+    finally:
+        await admin.close()

@@ -1,0 +1,68 @@
+"""JSON logging for services (one object per line), plain text for people at a terminal.
+
+Secrets never reach a log line: settings hold them as `SecretStr`, and
+`RedactingFilter` masks any value registered with `redact()` as a last line of defence.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+
+from pythonjsonlogger.json import JsonFormatter
+
+_SECRETS: set[str] = set()
+_SECRETS_LOCK = threading.Lock()
+MASK = "**********"
+
+
+def redact(*secrets: str | None) -> None:
+    """Register values that must never appear in a log line."""
+    with _SECRETS_LOCK:
+        _SECRETS.update(s for s in secrets if s and len(s) >= 4)
+
+
+class RedactingFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not _SECRETS:
+            return True
+        message = record.getMessage()
+        masked = message
+        for secret in _SECRETS:
+            masked = masked.replace(secret, MASK)
+        if masked != message:
+            record.msg, record.args = masked, None
+        return True
+
+
+class _DropColorMessage(logging.Filter):
+    """uvicorn attaches an ANSI-coloured copy of each message; JSON lines do not need it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.__dict__.pop("color_message", None)
+        return True
+
+
+def configure_logging(level: str = "INFO", *, json: bool = True, service: str | None = None) -> None:
+    """Route the root logger to stderr, as JSON lines (services) or text (CLI)."""
+    handler = logging.StreamHandler(sys.stderr)
+    if json:
+        static = {"service": service} if service else None
+        handler.setFormatter(
+            JsonFormatter(
+                "{asctime}{levelname}{name}{message}",
+                style="{",
+                rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
+                static_fields=static,
+            )
+        )
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    handler.addFilter(RedactingFilter())
+    handler.addFilter(_DropColorMessage())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    # aiokafka is chatty at INFO about every (re)connection; keep its warnings.
+    logging.getLogger("aiokafka").setLevel(max(root.level, logging.WARNING))

@@ -1,0 +1,128 @@
+"""Runs one service process: the Kafka loop and its HTTP app on one event loop.
+
+`main()` of every service builds its settings and calls `run_service`; nothing is
+created at import time. SIGTERM/SIGINT stop the loop (finish, commit) and the server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Generator, Iterable, Mapping
+from typing import Any
+
+import uvicorn
+
+from driftloop_common.app import ReadyCheck, create_app
+from driftloop_common.kafka import create_topics, make_consumer, make_producer
+from driftloop_common.logs import configure_logging, redact
+from driftloop_common.metrics import LoopMetrics
+from driftloop_common.service import Decoder, Handler, RetryPolicy, ServiceLoop
+from driftloop_common.settings import ServiceSettings
+from driftloop_common.topics import dlq
+
+log = logging.getLogger(__name__)
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handling: `run_service` owns SIGTERM."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+def build_loop(
+    settings: ServiceSettings,
+    *,
+    topics: Iterable[str],
+    decode: Decoder[Any],
+    handle: Handler[Any],
+    metrics: LoopMetrics | None = None,
+) -> ServiceLoop[Any]:
+    name = settings.service_name
+    return ServiceLoop(
+        service=name,
+        topics=topics,
+        decode=decode,
+        handle=handle,
+        consumer=make_consumer(
+            settings.kafka,
+            group_id=name,
+            client_id=name,
+            auto_offset_reset=settings.auto_offset_reset,
+        ),
+        producer=make_producer(settings.kafka, client_id=name),
+        metrics=metrics or LoopMetrics(name),
+        retry=RetryPolicy(
+            attempts=settings.retry_attempts, max_backoff_s=settings.retry_max_backoff_s
+        ),
+        poll_timeout_ms=settings.poll_timeout_ms,
+        max_batch_records=settings.max_batch_records,
+    )
+
+
+async def serve(
+    settings: ServiceSettings,
+    *,
+    topics: Iterable[str],
+    decode: Decoder[Any],
+    handle: Handler[Any],
+    ready_checks: Mapping[str, ReadyCheck] | None = None,
+    metrics: LoopMetrics | None = None,
+) -> None:
+    """Run the loop and the HTTP app until SIGTERM/SIGINT or until the loop fails."""
+    topics = list(topics)
+    if settings.kafka.sasl_password:
+        redact(settings.kafka.sasl_password.get_secret_value())
+    await create_topics(settings.kafka, [*topics, *(dlq(t) for t in topics)], with_dlq=False)
+    loop = build_loop(settings, topics=topics, decode=decode, handle=handle, metrics=metrics)
+    app = create_app(
+        service=settings.service_name,
+        state=loop.state,
+        registry=loop.metrics.registry,
+        heartbeat_max_age_s=settings.heartbeat_max_age_s,
+        ready_checks=ready_checks,
+    )
+    server = _Server(
+        uvicorn.Config(
+            app,
+            host=settings.http_host,
+            port=settings.http_port,
+            log_config=None,
+            access_log=False,
+            lifespan="off",
+        )
+    )
+
+    def shutdown(signum: int) -> None:
+        log.info("received %s: finishing the current message, committing, stopping",
+                 signal.Signals(signum).name)
+        loop.stop()
+
+    aio = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        aio.add_signal_handler(sig, shutdown, sig)
+
+    http_task = asyncio.create_task(server.serve(), name="http")
+    log.info(
+        "%s consuming %s from %s; HTTP on %s:%s",
+        settings.service_name, topics, settings.kafka.bootstrap_servers,
+        settings.http_host, settings.http_port,
+    )
+    try:
+        await loop.run()
+    finally:
+        server.should_exit = True
+        await http_task
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            aio.remove_signal_handler(sig)
+        log.info("%s stopped", settings.service_name)
+
+
+def run_service(settings: ServiceSettings, **kwargs: Any) -> None:
+    """Blocking entry point for a service's `main()`."""
+    configure_logging(settings.log_level, json=settings.log_json, service=settings.service_name)
+    asyncio.run(serve(settings, **kwargs))

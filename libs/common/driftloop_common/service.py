@@ -1,0 +1,296 @@
+"""The loop every service runs: consume → validate → handle → produce → commit offset+1.
+
+    batch = consumer.getmany()
+    for record in batch:
+        value   = decode(record)            # bad bytes → <topic>.dlq with the reason, go on
+        outputs = await handle(value)       # pure: returns the events to publish
+        produce(outputs), wait for acks     # idempotent producer
+        mark offset+1 as handled
+    commit the handled offsets               # never an offset whose message is not done
+
+A `RetryableError` (or any unexpected exception) from `handle` or from producing is
+retried with backoff; if it persists the loop commits what was fully handled and
+re-raises, so the process exits and Kafka redelivers the message to the next one.
+A `PermanentError` sends the message to the DLQ. SIGTERM (`stop()`) finishes the
+current message, commits and returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Generic, Protocol, TypeVar
+
+from aiokafka import ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import CommitFailedError, KafkaError
+from tenacity import (
+    AsyncRetrying,
+    retry_if_not_exception_type,
+    stop_after_attempt,
+    wait_exponential_jitter,
+)
+
+from driftloop_common.errors import PermanentError, RetryableError
+from driftloop_common.events import Event
+from driftloop_common.metrics import LoopMetrics
+from driftloop_common.topics import dlq
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+class Record(Protocol):
+    """What the loop reads from a consumed record (aiokafka's `ConsumerRecord` fits)."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: Sequence[tuple[str, bytes]]
+
+
+Decoder = Callable[[Record], T]
+"""Turns a record into the handler's input; raises `PermanentError` for unusable bytes."""
+
+Handler = Callable[[T], Awaitable[Sequence[Event]]]
+"""Handles one decoded message; returns the events to publish (each to its own topic)."""
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    attempts: int = 5
+    initial_backoff_s: float = 0.5
+    max_backoff_s: float = 30.0
+
+
+@dataclass
+class LoopState:
+    """What `/healthz` and `/readyz` look at."""
+
+    heartbeat: float = 0.0  # monotonic time of the last poll
+    joined_group: bool = False
+    producer_started: bool = False
+    assignment: set[TopicPartition] = field(default_factory=set)
+    stopped: bool = False
+
+    def heartbeat_age(self) -> float:
+        return time.monotonic() - self.heartbeat if self.heartbeat else float("inf")
+
+
+def dlq_headers(record: Record, error: PermanentError, service: str) -> list[tuple[str, bytes]]:
+    """Why a message was dead-lettered and where it came from, next to its original bytes."""
+    return [
+        *[(k, v) for k, v in (record.headers or ()) if not k.startswith("dlq.")],
+        ("dlq.reason", str(error).encode()),
+        ("dlq.reason_code", error.code.encode()),
+        ("dlq.source_topic", record.topic.encode()),
+        ("dlq.source_partition", str(record.partition).encode()),
+        ("dlq.source_offset", str(record.offset).encode()),
+        ("dlq.service", service.encode()),
+        ("dlq.failed_at", datetime.now(UTC).isoformat().encode()),
+    ]
+
+
+class ServiceLoop(Generic[T]):
+    """Runs one service's consume-handle-produce-commit cycle over injected clients."""
+
+    def __init__(
+        self,
+        *,
+        service: str,
+        topics: Iterable[str],
+        decode: Decoder[T],
+        handle: Handler[T],
+        consumer: Any,
+        producer: Any,
+        metrics: LoopMetrics | None = None,
+        retry: RetryPolicy | None = None,
+        poll_timeout_ms: int = 1000,
+        max_batch_records: int = 500,
+    ) -> None:
+        self.service = service
+        self.topics = list(topics)
+        self.decode = decode
+        self.handle = handle
+        self.consumer = consumer
+        self.producer = producer
+        self.metrics = metrics or LoopMetrics(service)
+        self.retry = retry or RetryPolicy()
+        self.poll_timeout_ms = poll_timeout_ms
+        self.max_batch_records = max_batch_records
+        self.state = LoopState()
+        self._handled: dict[TopicPartition, int] = {}  # next offset to commit, per partition
+        self._position: dict[TopicPartition, int] = {}  # next offset to handle (for the lag)
+        self._stop = asyncio.Event()
+
+    # ------------------------------------------------------------ lifecycle
+    def stop(self) -> None:
+        """Ask the loop to finish the current message, commit and return."""
+        self._stop.set()
+
+    async def run(self) -> None:
+        """Start the clients, loop until `stop()`, then commit and close."""
+        await self.producer.start()
+        self.state.producer_started = True
+        try:
+            await self.consumer.start()
+            self.consumer.subscribe(topics=self.topics, listener=_Rebalance(self))
+            while not self._stop.is_set():
+                await self.poll_once()
+        finally:
+            try:
+                await self._commit()
+            finally:
+                self.state.stopped = True
+                await self.consumer.stop()
+                await self.producer.stop()
+                self.state.producer_started = False
+
+    async def poll_once(self) -> None:
+        """One batch: handle each record in order, then commit what was handled."""
+        batch = await self.consumer.getmany(
+            timeout_ms=self.poll_timeout_ms, max_records=self.max_batch_records
+        )
+        self._beat()
+        try:
+            for tp, records in batch.items():
+                for record in records:
+                    if self._stop.is_set() or not self._owns(tp):
+                        break  # an unhandled record is redelivered after the restart/rebalance
+                    await self._process(tp, record)
+        finally:
+            await self._commit()
+        self._update_lag()
+
+    # ------------------------------------------------------------ one record
+    async def _process(self, tp: TopicPartition, record: Record) -> None:
+        started = time.perf_counter()
+        self.metrics.received.labels(record.topic).inc()
+        context = {"topic": record.topic, "partition": record.partition, "offset": record.offset}
+        try:
+            value = self.decode(record)
+            if isinstance(value, Event):
+                context["event_id"] = str(value.event_id)
+            outputs = await self._with_retries(lambda: self.handle(value), context)
+            await self._with_retries(lambda: self._publish(outputs), context)
+            status = "ok"
+        except PermanentError as exc:
+            self.metrics.exceptions.labels(type(exc).__name__).inc()
+            log.warning("dead-lettering message: %s", exc, extra={**context, "reason": exc.code})
+            await self._with_retries(lambda: self._dead_letter(record, exc), context)
+            status = "dlq"
+        self._handled[tp] = self._position[tp] = record.offset + 1
+        self.metrics.processed.labels(record.topic, status).inc()
+        self.metrics.processing_seconds.labels(record.topic).observe(time.perf_counter() - started)
+        log.debug("handled", extra={**context, "status": status})
+
+    async def _with_retries(self, attempt: Callable[[], Awaitable[Any]], context: dict) -> Any:
+        """Retry anything but a `PermanentError`; re-raise the last error when attempts run out."""
+
+        def before_sleep(state: Any) -> None:
+            exc = state.outcome.exception()
+            self.metrics.exceptions.labels(type(exc).__name__).inc()
+            log.warning(
+                "attempt %d failed, retrying: %r", state.attempt_number, exc, extra=context
+            )
+            self._beat()
+
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self.retry.attempts),
+            wait=wait_exponential_jitter(
+                initial=self.retry.initial_backoff_s, max=self.retry.max_backoff_s
+            ),
+            retry=retry_if_not_exception_type(PermanentError),
+            before_sleep=before_sleep,
+            reraise=True,
+        )
+        try:
+            return await retrying(attempt)
+        except PermanentError:
+            raise
+        except Exception as exc:
+            self.metrics.exceptions.labels(type(exc).__name__).inc()
+            log.error("giving up after %d attempts: %r", self.retry.attempts, exc, extra=context)
+            raise
+
+    async def _publish(self, events: Sequence[Event]) -> None:
+        try:
+            pending = [
+                await self.producer.send(event.topic, event.to_bytes(), key=event.key)
+                for event in events
+            ]
+            await asyncio.gather(*pending)
+        except KafkaError as exc:
+            raise RetryableError(f"producing failed: {exc!r}") from exc
+        for event in events:
+            self.metrics.published.labels(event.topic).inc()
+
+    async def _dead_letter(self, record: Record, error: PermanentError) -> None:
+        topic = dlq(record.topic)
+        try:
+            future = await self.producer.send(
+                topic,
+                record.value if record.value is not None else b"",
+                key=record.key,
+                headers=dlq_headers(record, error, self.service),
+            )
+            await future
+        except KafkaError as exc:
+            raise RetryableError(f"producing to {topic} failed: {exc!r}") from exc
+        self.metrics.dead_lettered.labels(record.topic, error.code).inc()
+        self.metrics.published.labels(topic).inc()
+
+    # ------------------------------------------------------------ offsets
+    async def _commit(self, partitions: Iterable[TopicPartition] | None = None) -> None:
+        chosen = set(partitions) if partitions is not None else set(self._handled)
+        offsets = {tp: off for tp, off in self._handled.items() if tp in chosen}
+        if not offsets:
+            return
+        for tp in offsets:
+            self._handled.pop(tp, None)
+        try:
+            await self.consumer.commit(offsets)
+        except CommitFailedError as exc:
+            # Expected after a rebalance: the new owner gets these messages again and the
+            # handlers are idempotent.
+            log.warning("commit failed after a rebalance; messages will be redelivered: %s", exc)
+        except KafkaError as exc:
+            raise RetryableError(f"commit failed: {exc!r}") from exc
+
+    def _owns(self, tp: TopicPartition) -> bool:
+        assignment = self.consumer.assignment()
+        return tp in assignment
+
+    def _beat(self) -> None:
+        self.state.heartbeat = time.monotonic()
+        self.metrics.heartbeat.set_to_current_time()
+
+    def _update_lag(self) -> None:
+        for tp in self.consumer.assignment():
+            highwater = self.consumer.highwater(tp)
+            position = self._position.get(tp)
+            if highwater is not None and position is not None:
+                lag = max(highwater - position, 0)
+                self.metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(lag)
+
+
+class _Rebalance(ConsumerRebalanceListener):
+    """Commits handled offsets before partitions move; records the assignment for /readyz."""
+
+    def __init__(self, loop: ServiceLoop[Any]) -> None:
+        self.loop = loop
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        await self.loop._commit(revoked)
+        self.loop.state.assignment -= set(revoked)
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        self.loop.state.assignment = set(self.loop.consumer.assignment())
+        self.loop.state.joined_group = True
+        log.info("partitions assigned: %s", sorted(f"{tp.topic}-{tp.partition}" for tp in assigned))
