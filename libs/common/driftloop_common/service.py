@@ -113,6 +113,7 @@ class ServiceLoop(Generic[T]):
         retry: RetryPolicy | None = None,
         poll_timeout_ms: int = 1000,
         max_batch_records: int = 500,
+        route: Callable[[Event], str] | None = None,
     ) -> None:
         self.service = service
         self.topics = list(topics)
@@ -124,6 +125,7 @@ class ServiceLoop(Generic[T]):
         self.retry = retry or RetryPolicy()
         self.poll_timeout_ms = poll_timeout_ms
         self.max_batch_records = max_batch_records
+        self.route = route or (lambda event: event.topic)
         self.state = LoopState()
         self._handled: dict[TopicPartition, int] = {}  # next offset to commit, per partition
         self._position: dict[TopicPartition, int] = {}  # next offset to handle (for the lag)
@@ -204,14 +206,17 @@ class ServiceLoop(Generic[T]):
         retrying = AsyncRetrying(
             stop=stop_after_attempt(self.retry.attempts),
             wait=wait_exponential_jitter(
-                initial=self.retry.initial_backoff_s, max=self.retry.max_backoff_s
+                multiplier=self.retry.initial_backoff_s, max=self.retry.max_backoff_s
             ),
             retry=retry_if_not_exception_type(PermanentError),
             before_sleep=before_sleep,
             reraise=True,
         )
         try:
-            return await retrying(attempt)
+            async for try_ in retrying:
+                with try_:
+                    result = await attempt()
+            return result
         except PermanentError:
             raise
         except Exception as exc:
@@ -222,14 +227,14 @@ class ServiceLoop(Generic[T]):
     async def _publish(self, events: Sequence[Event]) -> None:
         try:
             pending = [
-                await self.producer.send(event.topic, event.to_bytes(), key=event.key)
+                await self.producer.send(self.route(event), event.to_bytes(), key=event.key)
                 for event in events
             ]
             await asyncio.gather(*pending)
         except KafkaError as exc:
             raise RetryableError(f"producing failed: {exc!r}") from exc
         for event in events:
-            self.metrics.published.labels(event.topic).inc()
+            self.metrics.published.labels(self.route(event)).inc()
 
     async def _dead_letter(self, record: Record, error: PermanentError) -> None:
         topic = dlq(record.topic)
@@ -248,12 +253,19 @@ class ServiceLoop(Generic[T]):
 
     # ------------------------------------------------------------ offsets
     async def _commit(self, partitions: Iterable[TopicPartition] | None = None) -> None:
+        """Commit the handled offsets (of `partitions`, default all); retried like a handler."""
         chosen = set(partitions) if partitions is not None else set(self._handled)
         offsets = {tp: off for tp, off in self._handled.items() if tp in chosen}
         if not offsets:
             return
-        for tp in offsets:
-            self._handled.pop(tp, None)
+        try:
+            await self._with_retries(lambda: self._commit_once(offsets), {"commit": True})
+        finally:
+            for tp, offset in offsets.items():
+                if self._handled.get(tp) == offset:
+                    del self._handled[tp]
+
+    async def _commit_once(self, offsets: dict[TopicPartition, int]) -> None:
         try:
             await self.consumer.commit(offsets)
         except CommitFailedError as exc:

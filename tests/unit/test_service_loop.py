@@ -1,0 +1,172 @@
+"""The service loop with injected fake clients: commit after produce, DLQ, no commit on failure."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from aiokafka import TopicPartition
+
+from driftloop_common.errors import PermanentError, RetryableError
+from driftloop_common.events import (
+    Audit,
+    AuditEvent,
+    Event,
+    TrainingReason,
+    TrainingRequested,
+    TrainingRequestedEvent,
+    decode_event,
+)
+from driftloop_common.service import RetryPolicy, ServiceLoop
+from tests.unit.fakes import FakeConsumer, FakeProducer, FakeRecord
+
+TOPIC = "training.requested"
+TP = TopicPartition(TOPIC, 0)
+
+
+def request(note: str = "") -> TrainingRequestedEvent:
+    return TrainingRequestedEvent(
+        producer="test",
+        model_key="intent/en-us",
+        payload=TrainingRequested(reason=TrainingReason.MANUAL, requested_by="me", note=note),
+    )
+
+
+def record(offset: int, value: bytes) -> FakeRecord:
+    return FakeRecord(TOPIC, 0, offset, value, key=b"intent/en-us")
+
+
+async def audit(event: Event) -> list[Event]:
+    return [event.follow_up(AuditEvent, producer="test",
+                            payload=Audit(action="x", actor="y", subject="z"))]
+
+
+def make_loop(batches, handle=audit, fail_times=0):
+    journal: list = []
+    consumer = FakeConsumer(journal, batches)
+    producer = FakeProducer(journal, fail_times=fail_times)
+    loop = ServiceLoop(
+        service="test",
+        topics=[TOPIC],
+        decode=lambda r: decode_event(r.value),
+        handle=handle,
+        consumer=consumer,
+        producer=producer,
+        retry=RetryPolicy(attempts=3, initial_backoff_s=0.001, max_backoff_s=0.001),
+    )
+    consumer.on_empty = loop.stop
+    return loop, consumer, producer, journal
+
+
+async def test_commits_offset_plus_one_only_after_producing() -> None:
+    events = [request("a"), request("b")]
+    loop, consumer, producer, journal = make_loop(
+        [[record(0, events[0].to_bytes()), record(1, events[1].to_bytes())]]
+    )
+    await loop.run()
+    sends = [i for i, entry in enumerate(journal) if entry[0] == "send"]
+    commits = [i for i, entry in enumerate(journal) if entry[0] == "commit"]
+    assert len(sends) == 2 and commits
+    assert max(sends) < min(commits)
+    assert consumer.committed[TP] == 2
+    assert [json.loads(v)["event_type"] for _, v, _, _ in producer.sent] == ["audit", "audit"]
+
+
+async def test_bad_payload_goes_to_dlq_with_reason_and_the_loop_carries_on() -> None:
+    good = request("good")
+    loop, consumer, producer, _ = make_loop(
+        [[record(0, b'{"event_type": "training.requested", "payload": {}}'),
+          record(1, good.to_bytes())]]
+    )
+    await loop.run()
+    dead = [s for s in producer.sent if s[0] == f"{TOPIC}.dlq"]
+    assert len(dead) == 1
+    topic, value, key, headers = dead[0]
+    assert value == b'{"event_type": "training.requested", "payload": {}}'  # original bytes
+    assert key == b"intent/en-us"
+    reason = dict(headers)["dlq.reason"].decode()
+    assert "producer: Field required" in reason
+    assert dict(headers)["dlq.source_offset"] == b"0"
+    handled = [s for s in producer.sent if s[0] == "audit"]
+    assert len(handled) == 1
+    assert consumer.committed[TP] == 2
+    dlq_count = loop.metrics.registry.get_sample_value(
+        "test_dlq_messages_total", {"topic": TOPIC, "reason": "schema"})
+    assert dlq_count == 1
+
+
+async def test_permanent_error_from_handler_is_dead_lettered() -> None:
+    async def reject(event: Event) -> list[Event]:
+        raise PermanentError("label set is empty", code="no_labels")
+
+    loop, consumer, producer, _ = make_loop([[record(0, request().to_bytes())]], handle=reject)
+    await loop.run()
+    assert [s[0] for s in producer.sent] == [f"{TOPIC}.dlq"]
+    assert dict(producer.sent[0][3])["dlq.reason_code"] == b"no_labels"
+    assert consumer.committed[TP] == 1
+
+
+async def test_retryable_error_that_escapes_commits_nothing_for_that_message() -> None:
+    calls = []
+
+    async def flaky(event: Event) -> list[Event]:
+        calls.append(event.event_id)
+        if event.payload.note == "poison":
+            raise RetryableError("MLflow is down")
+        return await audit(event)
+
+    loop, consumer, producer, journal = make_loop(
+        [[record(0, request("fine").to_bytes()), record(1, request("poison").to_bytes()),
+          record(2, request("never reached").to_bytes())]],
+        handle=flaky,
+    )
+    with pytest.raises(RetryableError, match="MLflow is down"):
+        await loop.run()
+    # The first message was fully handled and is committed; the failing one is not.
+    assert consumer.committed[TP] == 1
+    assert all(entry[1] != {TP: 2} for entry in journal if entry[0] == "commit")
+    assert len(calls) == 1 + 3  # one good call, three attempts at the poison message
+    assert ("consumer.stop",) in journal and ("producer.stop",) in journal
+
+
+async def test_transient_produce_failures_are_retried_without_losing_the_message() -> None:
+    loop, consumer, producer, _ = make_loop([[record(0, request().to_bytes())]], fail_times=2)
+    await loop.run()
+    assert [s[0] for s in producer.sent] == ["audit"]
+    assert consumer.committed[TP] == 1
+
+
+async def test_stop_finishes_the_current_message_commits_and_returns() -> None:
+    events = [request(str(i)) for i in range(3)]
+    loop: ServiceLoop
+
+    async def stop_after_first(event: Event) -> list[Event]:
+        loop.stop()  # as SIGTERM would, while this message is being handled
+        return await audit(event)
+
+    loop, consumer, producer, _ = make_loop(
+        [[record(i, e.to_bytes()) for i, e in enumerate(events)]], handle=stop_after_first
+    )
+    await loop.run()
+    assert len(producer.sent) == 1
+    assert consumer.committed[TP] == 1  # the other two are redelivered after restart
+    assert loop.state.stopped
+
+
+async def test_readiness_state_follows_the_clients() -> None:
+    loop, consumer, _, _ = make_loop([[record(0, request().to_bytes())]])
+    assert not loop.state.joined_group and not loop.state.producer_started
+    consumer.on_empty = None
+
+    seen = {}
+
+    async def check(event: Event) -> list[Event]:
+        seen["joined"] = loop.state.joined_group
+        seen["producer"] = loop.state.producer_started
+        loop.stop()
+        return []
+
+    loop.handle = check
+    await loop.run()
+    assert seen == {"joined": True, "producer": True}
+    assert loop.state.heartbeat_age() < float("inf")
