@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaError
 
 from driftloop_common.errors import RetryableError
@@ -101,19 +101,14 @@ def tail(
             client_id=f"{settings.client_id_prefix}-tail",
             group_id=None,
             enable_auto_commit=False,
+            auto_offset_reset="earliest" if from_beginning else "latest",
             **settings.client_kwargs(),
         )
         await asyncio.wait_for(consumer.start(), 30)
         try:
             if topic not in await consumer.topics():  # refreshes the cluster metadata
                 raise RetryableError(f"topic {topic!r} does not exist")
-            partitions = consumer.partitions_for_topic(topic) or set()
-            tps = [TopicPartition(topic, p) for p in sorted(partitions)]
-            consumer.assign(tps)
-            if from_beginning:
-                await consumer.seek_to_beginning(*tps)
-            else:
-                await consumer.seek_to_end(*tps)
+            consumer.subscribe([topic])  # no group: every partition, nothing committed
             seen = 0
             idle_since = asyncio.get_running_loop().time()
             while max_messages is None or seen < max_messages:

@@ -1,0 +1,3 @@
+from driftloop_cli.main import app
+
+app(prog_name="driftloop")

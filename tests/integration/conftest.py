@@ -1,0 +1,30 @@
+"""One real Kafka broker for the whole run (or `DRIFTLOOP_KAFKA_BOOTSTRAP`), fresh names per test."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from driftloop_common.local_kafka import LocalKafka
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    if external := os.environ.get("DRIFTLOOP_KAFKA_BOOTSTRAP"):
+        yield external
+        return
+    broker = LocalKafka(tmp_path_factory.mktemp("kafka"))
+    try:
+        yield broker.start(timeout_s=180)
+    finally:
+        broker.stop()
+
+
+@pytest.fixture
+def fresh_name() -> Callable[[str], str]:
+    """Unique topic / group names, so tests never see each other's messages or offsets."""
+    run = uuid.uuid4().hex[:8]
+    return lambda base: f"test-{base}-{run}"

@@ -1,0 +1,117 @@
+"""Helpers for integration tests on a real broker: produce, read back, run a loop, wait."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from driftloop_common.events import (
+    Audit,
+    AuditEvent,
+    Event,
+    ModelKey,
+    TrainingReason,
+    TrainingRequested,
+    TrainingRequestedEvent,
+    decode_event,
+)
+from driftloop_common.kafka import create_topics, make_consumer, make_producer
+from driftloop_common.service import Handler, RetryPolicy, ServiceLoop
+from driftloop_common.settings import KafkaSettings
+
+LANGUAGES = ("en-us", "es-es", "fr-fr", "de-de", "pt-br", "it-it", "nl-nl", "ja-jp")
+
+
+def request(i: int = 0, language: str | None = None) -> TrainingRequestedEvent:
+    return TrainingRequestedEvent(
+        producer="test",
+        model_key=ModelKey(model_type="intent", language=language or LANGUAGES[i % 8]),
+        payload=TrainingRequested(reason=TrainingReason.MANUAL, requested_by="test", note=str(i)),
+    )
+
+
+def audit_of(event: Event) -> list[Event]:
+    return [event.follow_up(AuditEvent, producer="test",
+                            payload=Audit(action=event.event_type, actor="t", subject="s"))]
+
+
+async def make_topics(bootstrap: str, *names: str, partitions: int = 3) -> None:
+    await create_topics(KafkaSettings(bootstrap_servers=bootstrap), names, partitions=partitions)
+
+
+async def produce(bootstrap: str, topic: str, values: Sequence[bytes | Event]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True)
+    await producer.start()
+    try:
+        for value in values:
+            if isinstance(value, Event):
+                await producer.send_and_wait(topic, value.to_bytes(), key=value.key)
+            else:
+                await producer.send_and_wait(topic, value, key=b"intent/en-us")
+    finally:
+        await producer.stop()
+
+
+async def read_all(bootstrap: str, topic: str, *, expect: int, timeout_s: float = 60) -> list[Any]:
+    """Read `topic` from the beginning until `expect` records arrived (or time runs out)."""
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None,
+                                enable_auto_commit=False, auto_offset_reset="earliest")
+    await consumer.start()
+    try:
+        records: list[Any] = []
+        deadline = time.monotonic() + timeout_s
+        while len(records) < expect and time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=500)
+            for recs in batch.values():
+                records.extend(recs)
+        return records
+    finally:
+        await consumer.stop()
+
+
+async def wait_for(condition: Callable[[], bool], timeout_s: float = 60, what: str = "") -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+        await asyncio.sleep(0.1)
+
+
+def real_loop(
+    bootstrap: str,
+    *,
+    topics: Sequence[str],
+    group: str,
+    handle: Handler[Event],
+    out_topic: str,
+    name: str = "test",
+    retry: RetryPolicy | None = None,
+) -> ServiceLoop[Event]:
+    settings = KafkaSettings(bootstrap_servers=bootstrap)
+    return ServiceLoop(
+        service=name,
+        topics=topics,
+        decode=lambda record: decode_event(record.value or b""),
+        handle=handle,
+        consumer=make_consumer(settings, group_id=group, client_id=name),
+        producer=make_producer(settings, client_id=name),
+        retry=retry or RetryPolicy(attempts=5, initial_backoff_s=0.2, max_backoff_s=2),
+        poll_timeout_ms=200,
+        route=lambda event: out_topic,
+    )
+
+
+@contextlib.asynccontextmanager
+async def running(loop: ServiceLoop[Any]) -> AsyncIterator[asyncio.Task[None]]:
+    task = asyncio.create_task(loop.run())
+    try:
+        yield task
+    finally:
+        loop.stop()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(task, 30)
