@@ -1,4 +1,4 @@
-"""One real Kafka broker for the whole run (or `DRIFTLOOP_KAFKA_BOOTSTRAP`), fresh names per test."""
+"""One real Kafka broker per run (or `DRIFTLOOP_KAFKA_BOOTSTRAP`); fresh names per test."""
 
 from __future__ import annotations
 

@@ -1,7 +1,8 @@
 """A service process for the crash test: handles messages, and with --crash-before-commit
 kills itself with SIGKILL after producing its outputs but before committing the offset.
 
-    python -m tests.integration.crash_worker BOOTSTRAP SOURCE OUT GROUP EFFECTS_DIR [--crash-before-commit]
+    python -m tests.integration.crash_worker BOOTSTRAP SOURCE OUT GROUP EFFECTS_DIR \
+        [--crash-before-commit]
 
 Its handler's effect is idempotent (one file per event id); every call is logged.
 """
@@ -18,8 +19,9 @@ from driftloop_common.events import Event
 from tests.integration.helpers import audit_of, real_loop
 
 
-async def main(bootstrap: str, source: str, out: str, group: str, effects: Path,
-               crash: bool) -> None:
+async def main(
+    bootstrap: str, source: str, out: str, group: str, effects: Path, crash: bool
+) -> None:
     loop = None
 
     async def handle(event: Event) -> list[Event]:
@@ -32,6 +34,7 @@ async def main(bootstrap: str, source: str, out: str, group: str, effects: Path,
 
     loop = real_loop(bootstrap, topics=[source], group=group, handle=handle, out_topic=out)
     if crash:
+
         async def die_instead_of_committing(offsets: object) -> None:
             os.kill(os.getpid(), signal.SIGKILL)
 

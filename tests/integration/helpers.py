@@ -36,8 +36,13 @@ def request(i: int = 0, language: str | None = None) -> TrainingRequestedEvent:
 
 
 def audit_of(event: Event) -> list[Event]:
-    return [event.follow_up(AuditEvent, producer="test",
-                            payload=Audit(action=event.event_type, actor="t", subject="s"))]
+    return [
+        event.follow_up(
+            AuditEvent,
+            producer="test",
+            payload=Audit(action=event.event_type, actor="t", subject="s"),
+        )
+    ]
 
 
 async def make_topics(bootstrap: str, *names: str, partitions: int = 3) -> None:
@@ -59,8 +64,13 @@ async def produce(bootstrap: str, topic: str, values: Sequence[bytes | Event]) -
 
 async def read_all(bootstrap: str, topic: str, *, expect: int, timeout_s: float = 60) -> list[Any]:
     """Read `topic` from the beginning until `expect` records arrived (or time runs out)."""
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None,
-                                enable_auto_commit=False, auto_offset_reset="earliest")
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+    )
     await consumer.start()
     try:
         records: list[Any] = []

@@ -33,8 +33,16 @@ async def test_crash_after_producing_before_committing_redelivers_and_keeps_one_
     await make_topics(kafka_bootstrap, source, out, partitions=1)
     event = request(7, "en-us")
     await produce(kafka_bootstrap, source, [event])
-    worker = [sys.executable, "-m", "tests.integration.crash_worker",
-              kafka_bootstrap, source, out, group, str(tmp_path)]
+    worker = [
+        sys.executable,
+        "-m",
+        "tests.integration.crash_worker",
+        kafka_bootstrap,
+        source,
+        out,
+        group,
+        str(tmp_path),
+    ]
 
     crashed = await asyncio.to_thread(_run, [*worker, "--crash-before-commit"])
     assert crashed.returncode == -signal.SIGKILL, crashed.stderr[-2000:]
@@ -43,7 +51,9 @@ async def test_crash_after_producing_before_committing_redelivers_and_keeps_one_
 
     calls = (tmp_path / "calls.log").read_text().split()
     assert calls == [str(event.event_id)] * 2  # the message was delivered twice…
-    assert [p.name for p in tmp_path.glob("effect-*")] == [f"effect-{event.event_id}"]  # …one effect
+    assert [p.name for p in tmp_path.glob("effect-*")] == [
+        f"effect-{event.event_id}"
+    ]  # …one effect
     outputs = await read_all(kafka_bootstrap, out, expect=2)
     assert len(outputs) == 2
     assert len({json.loads(r.value)["event_id"] for r in outputs}) == 1  # same id: dedupable
@@ -57,8 +67,9 @@ async def test_crash_after_producing_before_committing_redelivers_and_keeps_one_
 
 
 async def _latest_offsets(bootstrap: str, topic: str) -> AIOKafkaConsumer:
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None,
-                                auto_offset_reset="latest")
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="latest"
+    )
     await consumer.start()
     await wait_for(lambda: bool(consumer.assignment()), what="assignment")
     for tp in consumer.assignment():
@@ -70,10 +81,24 @@ async def test_event_published_with_the_cli_reaches_a_consumer(kafka_bootstrap: 
     await make_topics(kafka_bootstrap, *topics.ALL_TOPICS)
     consumer = await _latest_offsets(kafka_bootstrap, topics.TRAINING_REQUESTED)
     try:
-        result = await asyncio.to_thread(_run, [
-            sys.executable, "-m", "driftloop_cli", "publish", "retrain", "--model-type", "intent",
-            "--language", "es-es", "--reason", "new product launch",
-            "--bootstrap", kafka_bootstrap])
+        result = await asyncio.to_thread(
+            _run,
+            [
+                sys.executable,
+                "-m",
+                "driftloop_cli",
+                "publish",
+                "retrain",
+                "--model-type",
+                "intent",
+                "--language",
+                "es-es",
+                "--reason",
+                "new product launch",
+                "--bootstrap",
+                kafka_bootstrap,
+            ],
+        )
         assert result.returncode == 0, result.stderr
         event_id = result.stdout.strip()
         found = None
@@ -98,13 +123,23 @@ async def test_service_process_answers_probes_audits_and_stops_gracefully(
     await make_topics(kafka_bootstrap, *topics.ALL_TOPICS)
     audit = await _latest_offsets(kafka_bootstrap, topics.AUDIT)
     port = free_port()
-    env = {**os.environ, "DRIFTLOOP_KAFKA__BOOTSTRAP_SERVERS": kafka_bootstrap,
-           "DRIFTLOOP_HTTP_PORT": str(port), "DRIFTLOOP_SERVICE_NAME": fresh_name("auditor")}
-    proc = subprocess.Popen([sys.executable, "-m", "driftloop_cli", "service", "auditor"],
-                            env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    env = {
+        **os.environ,
+        "DRIFTLOOP_KAFKA__BOOTSTRAP_SERVERS": kafka_bootstrap,
+        "DRIFTLOOP_HTTP_PORT": str(port),
+        "DRIFTLOOP_SERVICE_NAME": fresh_name("auditor"),
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "driftloop_cli", "service", "auditor"],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         async with httpx.AsyncClient(timeout=2) as http:
+
             async def status(path: str) -> int:
                 try:
                     return (await http.get(base + path)).status_code

@@ -40,8 +40,9 @@ async def test_malformed_message_lands_in_dlq_with_reason_and_next_good_one_is_h
         handled.append(event)
         return audit_of(event)
 
-    loop = real_loop(kafka_bootstrap, topics=[source], group=fresh_name("g"), handle=handle,
-                     out_topic=out)
+    loop = real_loop(
+        kafka_bootstrap, topics=[source], group=fresh_name("g"), handle=handle, out_topic=out
+    )
     async with running(loop):
         outputs = await read_all(kafka_bootstrap, out, expect=1)
         dead = await read_all(kafka_bootstrap, f"{source}.dlq", expect=1)
@@ -68,6 +69,7 @@ async def test_two_consumers_share_partitions_and_a_rebalance_loses_nothing(
         async def handle(event: Event) -> list[Event]:
             handled_by[name].add(str(event.event_id))
             return audit_of(event)
+
         return handle
 
     def all_handled() -> set[str]:
@@ -75,16 +77,20 @@ async def test_two_consumers_share_partitions_and_a_rebalance_loses_nothing(
 
     events = [request(i) for i in range(240)]
     wanted = {str(e.event_id) for e in events}
-    a = real_loop(kafka_bootstrap, topics=[source], group=group, handle=handler("a"),
-                  out_topic=out, name="a")
-    b = real_loop(kafka_bootstrap, topics=[source], group=group, handle=handler("b"),
-                  out_topic=out, name="b")
+    a = real_loop(
+        kafka_bootstrap, topics=[source], group=group, handle=handler("a"), out_topic=out, name="a"
+    )
+    b = real_loop(
+        kafka_bootstrap, topics=[source], group=group, handle=handler("b"), out_topic=out, name="b"
+    )
     async with running(a):
         await produce(kafka_bootstrap, source, events[:80])
         await wait_for(lambda: len(all_handled()) >= 80, what="a to handle the first 80")
         async with running(b):
-            await wait_for(lambda: b.state.joined_group and bool(b.state.assignment),
-                           what="b to get partitions")
+            await wait_for(
+                lambda: b.state.joined_group and bool(b.state.assignment),
+                what="b to get partitions",
+            )
             assert a.state.assignment.isdisjoint(b.state.assignment)
             await produce(kafka_bootstrap, source, events[80:160])
             await wait_for(lambda: len(all_handled()) >= 160, what="both to handle 160")
@@ -112,9 +118,14 @@ async def test_broker_restart_during_consumption_loses_nothing(tmp_path, fresh_n
             return audit_of(event)
 
         events = [request(i) for i in range(120)]
-        loop = real_loop(bootstrap, topics=[source], group=fresh_name("g"), handle=handle,
-                         out_topic=out,
-                         retry=RetryPolicy(attempts=30, initial_backoff_s=0.5, max_backoff_s=2))
+        loop = real_loop(
+            bootstrap,
+            topics=[source],
+            group=fresh_name("g"),
+            handle=handle,
+            out_topic=out,
+            retry=RetryPolicy(attempts=30, initial_backoff_s=0.5, max_backoff_s=2),
+        )
         async with running(loop) as task:
             await produce(bootstrap, source, events[:60])
             await wait_for(lambda: len(seen) >= 20, what="consumption to start")
@@ -122,8 +133,11 @@ async def test_broker_restart_during_consumption_loses_nothing(tmp_path, fresh_n
             assert broker.status().running is False
             await asyncio.to_thread(broker.start, timeout_s=180)
             await produce(bootstrap, source, events[60:])
-            await wait_for(lambda: len(seen) >= len(events), timeout_s=120,
-                           what="every event after the restart")
+            await wait_for(
+                lambda: len(seen) >= len(events),
+                timeout_s=120,
+                what="every event after the restart",
+            )
             assert not task.done(), "the loop must survive a broker restart"
         assert set(seen) == {str(e.event_id) for e in events}
     finally:

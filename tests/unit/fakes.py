@@ -34,9 +34,7 @@ class FakeConsumer:
         self.journal.append(("consumer.start",))
 
     def subscribe(self, topics: list[str], listener: Any) -> None:
-        self._assignment = {
-            TopicPartition(r.topic, r.partition) for b in self.batches for r in b
-        }
+        self._assignment = {TopicPartition(r.topic, r.partition) for b in self.batches for r in b}
         self.listener = listener
 
     async def getmany(self, timeout_ms: int = 0, max_records: int | None = None) -> dict:
@@ -76,8 +74,9 @@ class FakeProducer:
     async def start(self) -> None:
         self.journal.append(("producer.start",))
 
-    async def send(self, topic: str, value: bytes, key: bytes | None = None,
-                   headers: list | None = None) -> asyncio.Future:
+    async def send(
+        self, topic: str, value: bytes, key: bytes | None = None, headers: list | None = None
+    ) -> asyncio.Future:
         future: asyncio.Future = asyncio.get_running_loop().create_future()
         if self.fail_times > 0:
             from aiokafka.errors import KafkaConnectionError

@@ -35,7 +35,10 @@ def test_readyz_needs_group_producer_and_extra_checks() -> None:
     response = http.get("/readyz")
     assert response.status_code == 503
     assert response.json()["checks"] == {
-        "consumer_joined_group": False, "producer_started": False, "model_loaded": False}
+        "consumer_joined_group": False,
+        "producer_started": False,
+        "model_loaded": False,
+    }
     state.joined_group = state.producer_started = True
     state.assignment = {TopicPartition("audit", 0)}
     assert http.get("/readyz").status_code == 503

@@ -23,9 +23,16 @@ def sent(monkeypatch: pytest.MonkeyPatch) -> list:
 
 def test_invalid_event_file_names_the_field_exits_nonzero_and_sends_nothing(tmp_path, sent) -> None:
     bad = tmp_path / "bad.json"
-    bad.write_text(json.dumps({
-        "event_type": "training.requested", "producer": "me", "model_key": "intent/en-us",
-        "payload": {"reason": "because", "requested_by": "me"}}))
+    bad.write_text(
+        json.dumps(
+            {
+                "event_type": "training.requested",
+                "producer": "me",
+                "model_key": "intent/en-us",
+                "payload": {"reason": "because", "requested_by": "me"},
+            }
+        )
+    )
     result = runner.invoke(app, ["publish", "event", str(bad)])
     assert result.exit_code == 2
     assert "payload.reason" in result.output
@@ -34,11 +41,19 @@ def test_invalid_event_file_names_the_field_exits_nonzero_and_sends_nothing(tmp_
 
 def test_valid_event_file_is_sent_to_its_topic(tmp_path, sent) -> None:
     good = tmp_path / "good.json"
-    good.write_text(json.dumps({
-        "event_type": "rollback.requested", "producer": "me", "model_key": "intent/es-es",
-        "occurred_at": "2026-11-24T10:00:00Z", "event_id": "0b7e0e1c-7b58-4a0b-9a55-5f9a2a3c0a11",
-        "correlation_id": "0b7e0e1c-7b58-4a0b-9a55-5f9a2a3c0a12",
-        "payload": {"reason": "bad release", "requested_by": "me", "to_version": 4}}))
+    good.write_text(
+        json.dumps(
+            {
+                "event_type": "rollback.requested",
+                "producer": "me",
+                "model_key": "intent/es-es",
+                "occurred_at": "2026-11-24T10:00:00Z",
+                "event_id": "0b7e0e1c-7b58-4a0b-9a55-5f9a2a3c0a11",
+                "correlation_id": "0b7e0e1c-7b58-4a0b-9a55-5f9a2a3c0a12",
+                "payload": {"reason": "bad release", "requested_by": "me", "to_version": 4},
+            }
+        )
+    )
     result = runner.invoke(app, ["publish", "event", str(good)])
     assert result.exit_code == 0, result.output
     assert [e.topic for e in sent] == ["rollback.requested"]
@@ -46,8 +61,19 @@ def test_valid_event_file_is_sent_to_its_topic(tmp_path, sent) -> None:
 
 
 def test_publish_retrain_builds_a_manual_request(sent) -> None:
-    result = runner.invoke(app, ["publish", "retrain", "--model-type", "intent",
-                                 "--language", "EN-US", "--reason", "new product launch"])
+    result = runner.invoke(
+        app,
+        [
+            "publish",
+            "retrain",
+            "--model-type",
+            "intent",
+            "--language",
+            "EN-US",
+            "--reason",
+            "new product launch",
+        ],
+    )
     assert result.exit_code == 0, result.output
     (event,) = sent
     assert event.event_type == "training.requested"

@@ -59,43 +59,121 @@ def _drift() -> DriftDetected:
         window_size=2000,
         psi_level="stable",
         scores=[
-            DetectorScore(detector="component_psi", statistic="mean", value=0.012,
-                          null_quantile=0.008, fired=True)
+            DetectorScore(
+                detector="component_psi",
+                statistic="mean",
+                value=0.012,
+                null_quantile=0.008,
+                fired=True,
+            )
         ],
     )
 
 
 EXAMPLES: list[Event] = [
-    InteractionRawEvent(producer="t", model_key=KEY, payload=InteractionRaw(
-        conversation_id="c1", text="I lost my card", language="en-us", completed_at=NOW,
-        label="card_lost")),
-    InteractionEmbeddedEvent(producer="t", model_key=KEY, payload=InteractionEmbedded(
-        conversation_id="c1", language="en-us", completed_at=NOW, embedding=[0.1, -0.2, 0.3],
-        encoder=EncoderInfo(id="sentence-transformers/all-MiniLM-L6-v2", precision="fp32"))),
+    InteractionRawEvent(
+        producer="t",
+        model_key=KEY,
+        payload=InteractionRaw(
+            conversation_id="c1",
+            text="I lost my card",
+            language="en-us",
+            completed_at=NOW,
+            label="card_lost",
+        ),
+    ),
+    InteractionEmbeddedEvent(
+        producer="t",
+        model_key=KEY,
+        payload=InteractionEmbedded(
+            conversation_id="c1",
+            language="en-us",
+            completed_at=NOW,
+            embedding=[0.1, -0.2, 0.3],
+            encoder=EncoderInfo(id="sentence-transformers/all-MiniLM-L6-v2", precision="fp32"),
+        ),
+    ),
     DriftDetectedEvent(producer="t", model_key=KEY, payload=_drift()),
-    TrainingRequestedEvent(producer="t", model_key=KEY, payload=TrainingRequested(
-        reason=TrainingReason.DRIFT, requested_by="drift-monitor", drift=_drift())),
-    TrainingFailedEvent(producer="t", model_key=KEY, payload=TrainingFailed(
-        request_event_id=REQ, reason="too few rows in test split", counts={"test": 12})),
-    ModelTrainedEvent(producer="t", model_key=KEY, payload=ModelTrained(
-        request_event_id=REQ, registered_model="intent-en-us", version=3, semver="1.1.0",
-        run_id="abc", labels=["billing", "refund"], metrics={"test_macro_f1": 0.91})),
-    ModelEvaluatedEvent(producer="t", model_key=KEY, payload=ModelEvaluated(
-        registered_model="intent-en-us", version=3, passed=False,
-        reasons=["macro-F1 0.91 < champion 0.90 + 0.03"], champion_version=2)),
-    ModelPromotedEvent(producer="t", model_key=KEY, payload=ModelPromoted(
-        registered_model="intent-en-us", version=3, previous_version=2, targets=["predictor"],
-        confidence_at_promotion=0.83)),
-    PromotionFailedEvent(producer="t", model_key=KEY, payload=PromotionFailed(
-        registered_model="intent-en-us", version=3, target="genesys", error="429")),
-    RollbackRequestedEvent(producer="t", model_key=KEY, payload=RollbackRequested(
-        reason="confidence dropped", requested_by="rollback-watcher", to_version=2)),
-    ModelRolledBackEvent(producer="t", model_key=KEY, payload=ModelRolledBack(
-        registered_model="intent-en-us", from_version=3, to_version=2, reason="confidence")),
-    PredictionEvent(producer="t", model_key=KEY, payload=Prediction(
-        version=3, label="billing", confidence=0.7, served_by="predictor")),
-    AuditEvent(producer="t", model_key=KEY, payload=Audit(
-        action="model.promoted", actor="promoter", subject="intent/en-us")),
+    TrainingRequestedEvent(
+        producer="t",
+        model_key=KEY,
+        payload=TrainingRequested(
+            reason=TrainingReason.DRIFT, requested_by="drift-monitor", drift=_drift()
+        ),
+    ),
+    TrainingFailedEvent(
+        producer="t",
+        model_key=KEY,
+        payload=TrainingFailed(
+            request_event_id=REQ, reason="too few rows in test split", counts={"test": 12}
+        ),
+    ),
+    ModelTrainedEvent(
+        producer="t",
+        model_key=KEY,
+        payload=ModelTrained(
+            request_event_id=REQ,
+            registered_model="intent-en-us",
+            version=3,
+            semver="1.1.0",
+            run_id="abc",
+            labels=["billing", "refund"],
+            metrics={"test_macro_f1": 0.91},
+        ),
+    ),
+    ModelEvaluatedEvent(
+        producer="t",
+        model_key=KEY,
+        payload=ModelEvaluated(
+            registered_model="intent-en-us",
+            version=3,
+            passed=False,
+            reasons=["macro-F1 0.91 < champion 0.90 + 0.03"],
+            champion_version=2,
+        ),
+    ),
+    ModelPromotedEvent(
+        producer="t",
+        model_key=KEY,
+        payload=ModelPromoted(
+            registered_model="intent-en-us",
+            version=3,
+            previous_version=2,
+            targets=["predictor"],
+            confidence_at_promotion=0.83,
+        ),
+    ),
+    PromotionFailedEvent(
+        producer="t",
+        model_key=KEY,
+        payload=PromotionFailed(
+            registered_model="intent-en-us", version=3, target="genesys", error="429"
+        ),
+    ),
+    RollbackRequestedEvent(
+        producer="t",
+        model_key=KEY,
+        payload=RollbackRequested(
+            reason="confidence dropped", requested_by="rollback-watcher", to_version=2
+        ),
+    ),
+    ModelRolledBackEvent(
+        producer="t",
+        model_key=KEY,
+        payload=ModelRolledBack(
+            registered_model="intent-en-us", from_version=3, to_version=2, reason="confidence"
+        ),
+    ),
+    PredictionEvent(
+        producer="t",
+        model_key=KEY,
+        payload=Prediction(version=3, label="billing", confidence=0.7, served_by="predictor"),
+    ),
+    AuditEvent(
+        producer="t",
+        model_key=KEY,
+        payload=Audit(action="model.promoted", actor="promoter", subject="intent/en-us"),
+    ),
 ]
 
 

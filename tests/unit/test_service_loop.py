@@ -37,8 +37,11 @@ def record(offset: int, value: bytes) -> FakeRecord:
 
 
 async def audit(event: Event) -> list[Event]:
-    return [event.follow_up(AuditEvent, producer="test",
-                            payload=Audit(action="x", actor="y", subject="z"))]
+    return [
+        event.follow_up(
+            AuditEvent, producer="test", payload=Audit(action="x", actor="y", subject="z")
+        )
+    ]
 
 
 def make_loop(batches, handle=audit, fail_times=0):
@@ -75,13 +78,17 @@ async def test_commits_offset_plus_one_only_after_producing() -> None:
 async def test_bad_payload_goes_to_dlq_with_reason_and_the_loop_carries_on() -> None:
     good = request("good")
     loop, consumer, producer, _ = make_loop(
-        [[record(0, b'{"event_type": "training.requested", "payload": {}}'),
-          record(1, good.to_bytes())]]
+        [
+            [
+                record(0, b'{"event_type": "training.requested", "payload": {}}'),
+                record(1, good.to_bytes()),
+            ]
+        ]
     )
     await loop.run()
     dead = [s for s in producer.sent if s[0] == f"{TOPIC}.dlq"]
     assert len(dead) == 1
-    topic, value, key, headers = dead[0]
+    _, value, key, headers = dead[0]
     assert value == b'{"event_type": "training.requested", "payload": {}}'  # original bytes
     assert key == b"intent/en-us"
     reason = dict(headers)["dlq.reason"].decode()
@@ -91,7 +98,8 @@ async def test_bad_payload_goes_to_dlq_with_reason_and_the_loop_carries_on() -> 
     assert len(handled) == 1
     assert consumer.committed[TP] == 2
     dlq_count = loop.metrics.registry.get_sample_value(
-        "test_dlq_messages_total", {"topic": TOPIC, "reason": "schema"})
+        "test_dlq_messages_total", {"topic": TOPIC, "reason": "schema"}
+    )
     assert dlq_count == 1
 
 
@@ -115,9 +123,14 @@ async def test_retryable_error_that_escapes_commits_nothing_for_that_message() -
             raise RetryableError("MLflow is down")
         return await audit(event)
 
-    loop, consumer, producer, journal = make_loop(
-        [[record(0, request("fine").to_bytes()), record(1, request("poison").to_bytes()),
-          record(2, request("never reached").to_bytes())]],
+    loop, consumer, _, journal = make_loop(
+        [
+            [
+                record(0, request("fine").to_bytes()),
+                record(1, request("poison").to_bytes()),
+                record(2, request("never reached").to_bytes()),
+            ]
+        ],
         handle=flaky,
     )
     with pytest.raises(RetryableError, match="MLflow is down"):

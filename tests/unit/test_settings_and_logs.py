@@ -32,7 +32,7 @@ def test_sasl_without_credentials_is_a_config_error_naming_the_variable(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("DRIFTLOOP_KAFKA__SECURITY_PROTOCOL", "SASL_SSL")
-    with pytest.raises(ConfigError, match="DRIFTLOOP_KAFKA.*needs sasl_mechanism"):
+    with pytest.raises(ConfigError, match=r"DRIFTLOOP_KAFKA.*needs sasl_mechanism"):
         load_settings(ServiceSettings)
 
 

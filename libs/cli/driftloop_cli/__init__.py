@@ -1,1 +1,1 @@
-"""The `driftloop` command line: publish events by hand, tail topics, run Kafka and the loop locally."""
+"""The `driftloop` command line: publish events, tail topics, run Kafka and the loop locally."""

@@ -73,16 +73,23 @@ def wait_ready(services: list[RunningService], timeout_s: float) -> dict[str, di
             for svc in services:
                 if svc.process.poll() is not None:
                     raise RetryableError(
-                        f"{svc.name} exited with code {svc.process.returncode}:\n{_tail(svc.log_file)}"
+                        f"{svc.name} exited with code {svc.process.returncode}:\n"
+                        + _tail(svc.log_file)
                     )
-                codes[svc.name] = {path: _probe(http, svc.url + path)
-                                   for path in ("/healthz", "/readyz", "/metrics")}
+                codes[svc.name] = {
+                    path: _probe(http, svc.url + path)
+                    for path in ("/healthz", "/readyz", "/metrics")
+                }
             if all(c == 200 for probe in codes.values() for c in probe.values()):
                 return codes
             if time.monotonic() > deadline:
                 lagging = [n for n, p in codes.items() if any(c != 200 for c in p.values())]
-                details = "\n".join(f"{n}: {codes[n]}\n{_tail(s.log_file)}"
-                                    for n in lagging for s in services if s.name == n)
+                details = "\n".join(
+                    f"{n}: {codes[n]}\n{_tail(s.log_file)}"
+                    for n in lagging
+                    for s in services
+                    if s.name == n
+                )
                 raise RetryableError(f"not ready after {timeout_s:.0f} s: {details}")
             time.sleep(0.5)
 
@@ -135,8 +142,11 @@ def run_local(
         with console.status("waiting for services to answer /healthz and /readyz…"):
             wait_ready(services, ready_timeout_s)
         for svc in services:
-            console.print(f"[green]✓[/] {svc.name:<16} {svc.url}/healthz  /readyz  /metrics"
-                          f"   log {svc.log_file}", highlight=False)
+            console.print(
+                f"[green]✓[/] {svc.name:<16} {svc.url}/healthz  /readyz  /metrics"
+                f"   log {svc.log_file}",
+                highlight=False,
+            )
         console.print(
             "Try: [bold]driftloop publish retrain --model-type intent --language en-us[/] "
             "then [bold]driftloop tail audit --from-beginning[/]"
@@ -147,8 +157,10 @@ def run_local(
         while True:
             for svc in services:
                 if svc.process.poll() is not None:
-                    console.print(f"[red]{svc.name} exited ({svc.process.returncode})[/]:\n"
-                                  + _tail(svc.log_file))
+                    console.print(
+                        f"[red]{svc.name} exited ({svc.process.returncode})[/]:\n"
+                        + _tail(svc.log_file)
+                    )
                     return 1
             time.sleep(1.0)
     except KeyboardInterrupt:

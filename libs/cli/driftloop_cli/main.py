@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from driftloop_cli import kafka_io
 from driftloop_common.errors import DriftloopError
 from driftloop_common.events import (
     Event,
@@ -24,18 +25,18 @@ from driftloop_common.events import (
 )
 from driftloop_common.logs import configure_logging
 
-from driftloop_cli import kafka_io
-
 app = typer.Typer(
     name="driftloop",
     help="driftloop keeps contact-center models accurate: drift → retrain → evaluate → promote.",
     no_args_is_help=True,
     rich_markup_mode="rich",
 )
-publish_app = typer.Typer(help="Publish an event by hand (retraining, rollback, any event file).",
-                          no_args_is_help=True)
-kafka_app = typer.Typer(help="Run a local single-node Apache Kafka broker (KRaft, 127.0.0.1).",
-                        no_args_is_help=True)
+publish_app = typer.Typer(
+    help="Publish an event by hand (retraining, rollback, any event file).", no_args_is_help=True
+)
+kafka_app = typer.Typer(
+    help="Run a local single-node Apache Kafka broker (KRaft, 127.0.0.1).", no_args_is_help=True
+)
 topics_app = typer.Typer(help="Manage driftloop's Kafka topics.", no_args_is_help=True)
 app.add_typer(publish_app, name="publish")
 app.add_typer(kafka_app, name="kafka")
@@ -123,7 +124,9 @@ def publish_rollback(
     language: LanguageOpt,
     to_version: Annotated[
         int | None,
-        typer.Option("--to-version", min=1, help="Registry version to restore (default: previous)."),
+        typer.Option(
+            "--to-version", min=1, help="Registry version to restore (default: previous)."
+        ),
     ] = None,
     reason: Annotated[str, typer.Option("--reason", "-r", help="Why.")] = "requested by hand",
     requested_by: Annotated[
@@ -145,7 +148,8 @@ def publish_rollback(
 @publish_app.command("event")
 def publish_event(
     file: Annotated[
-        Path, typer.Argument(help="A JSON file holding one event (envelope + payload); - for stdin.")
+        Path,
+        typer.Argument(help="A JSON file holding one event (envelope + payload); - for stdin."),
     ],
     bootstrap: Bootstrap = None,
 ) -> None:
@@ -220,7 +224,10 @@ def topics_create(
         )
     except DriftloopError as exc:
         raise _fail(str(exc)) from exc
-    out.print(f"created {len(created)} topic(s) on {server}" + (f": {', '.join(created)}" if created else ""))
+    out.print(
+        f"created {len(created)} topic(s) on {server}"
+        + (f": {', '.join(created)}" if created else "")
+    )
 
 
 # ------------------------------------------------------------------ kafka
@@ -238,8 +245,10 @@ DataDir = Annotated[
 def kafka_start(
     port: Annotated[
         int | None,
-        typer.Option(help="Port on 127.0.0.1 (default: the previous one, else a free one).",
-                     envvar="DRIFTLOOP_KAFKA_PORT"),
+        typer.Option(
+            help="Port on 127.0.0.1 (default: the previous one, else a free one).",
+            envvar="DRIFTLOOP_KAFKA_PORT",
+        ),
     ] = None,
     data_dir: DataDir = None,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the broker.")] = 120.0,
@@ -279,8 +288,11 @@ def kafka_status(data_dir: DataDir = None) -> None:
 
     status = LocalKafka(data_dir).status()
     answers = status.running and status.bootstrap and broker_answers(status.bootstrap)
-    out.print(status.describe() + ("" if not status.running else
-              ("; answering" if answers else "; NOT answering")), highlight=False)
+    out.print(
+        status.describe()
+        + ("" if not status.running else ("; answering" if answers else "; NOT answering")),
+        highlight=False,
+    )
     out.print(f"log: {status.log_file}", highlight=False)
     if not answers:
         raise typer.Exit(1)
@@ -304,15 +316,15 @@ def up(
     port: Annotated[int | None, typer.Option(help="Kafka port on 127.0.0.1.")] = None,
     data_dir: DataDir = None,
     exit_when_ready: Annotated[
-        bool, typer.Option("--exit-when-ready", help="Check everything answers, then stop (smoke test).")
+        bool,
+        typer.Option("--exit-when-ready", help="Check everything answers, then stop (smoke test)."),
     ] = False,
 ) -> None:
     """Run the whole loop on this machine: Kafka, topics, every service. Ctrl-C stops it."""
     from driftloop_cli.local import run_local
 
     try:
-        code = run_local(port=port, data_dir=data_dir, exit_when_ready=exit_when_ready,
-                         console=err)
+        code = run_local(port=port, data_dir=data_dir, exit_when_ready=exit_when_ready, console=err)
     except DriftloopError as exc:
         raise _fail(str(exc)) from exc
     raise typer.Exit(code)

@@ -409,6 +409,7 @@ AnyEvent = Annotated[
 ]
 _ANY_EVENT: TypeAdapter[Event] = TypeAdapter(AnyEvent)
 
+
 def describe_validation_error(exc: ValidationError) -> str:
     """One line per problem, naming the field path: `payload.reason: Input should be …`."""
     lines = []

@@ -64,8 +64,9 @@ async def create_topics(
     wanted = list(names) if names is not None else list(ALL_TOPICS)
     if with_dlq:
         wanted += [dlq(name) for name in wanted if not name.endswith(".dlq")]
-    admin = AIOKafkaAdminClient(client_id=f"{settings.client_id_prefix}-admin",
-                                **settings.client_kwargs())
+    admin = AIOKafkaAdminClient(
+        client_id=f"{settings.client_id_prefix}-admin", **settings.client_kwargs()
+    )
     try:
         await admin.start()
         existing = set(await admin.list_topics())
@@ -79,6 +80,8 @@ async def create_topics(
                 pass
         return missing
     except KafkaError as exc:
-        raise RetryableError(f"could not create topics on {settings.bootstrap_servers}: {exc}") from exc
+        raise RetryableError(
+            f"could not create topics on {settings.bootstrap_servers}: {exc}"
+        ) from exc
     finally:
         await admin.close()

@@ -269,8 +269,9 @@ class LocalKafka:
     def status(self) -> BrokerStatus:
         pid = self.pid()
         running = pid is not None and self.bootstrap is not None
-        return BrokerStatus(running, pid, self.bootstrap if running else None, self.data_dir,
-                            self.log_file)
+        return BrokerStatus(
+            running, pid, self.bootstrap if running else None, self.data_dir, self.log_file
+        )
 
     def log_tail(self, lines: int = 40) -> str:
         try:
@@ -415,8 +416,18 @@ class LocalKafka:
 
     def _format(self, java: str, classpath: str, log4j: str, config: Path) -> None:
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-        cmd = [java, log4j, "-cp", classpath, "kafka.tools.StorageTool", "format",
-               "--standalone", f"--cluster-id={cluster_id}", "--config", str(config)]
+        cmd = [
+            java,
+            log4j,
+            "-cp",
+            classpath,
+            "kafka.tools.StorageTool",
+            "format",
+            "--standalone",
+            f"--cluster-id={cluster_id}",
+            "--config",
+            str(config),
+        ]
         result = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if result.returncode != 0:
             raise ConfigError(

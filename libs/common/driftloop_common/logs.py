@@ -44,7 +44,9 @@ class _DropColorMessage(logging.Filter):
         return True
 
 
-def configure_logging(level: str = "INFO", *, json: bool = True, service: str | None = None) -> None:
+def configure_logging(
+    level: str = "INFO", *, json: bool = True, service: str | None = None
+) -> None:
     """Route the root logger to stderr, as JSON lines (services) or text (CLI)."""
     handler = logging.StreamHandler(sys.stderr)
     if json:

@@ -41,7 +41,9 @@ class LoopMetrics:
             registry=r,
         )
         self.exceptions = Counter(
-            f"{p}_exceptions_total", "Exceptions raised while handling, by type.", ["type"],
+            f"{p}_exceptions_total",
+            "Exceptions raised while handling, by type.",
+            ["type"],
             registry=r,
         )
         self.published = Counter(

@@ -98,8 +98,10 @@ async def serve(
     )
 
     def shutdown(signum: int) -> None:
-        log.info("received %s: finishing the current message, committing, stopping",
-                 signal.Signals(signum).name)
+        log.info(
+            "received %s: finishing the current message, committing, stopping",
+            signal.Signals(signum).name,
+        )
         loop.stop()
 
     aio = asyncio.get_running_loop()
@@ -109,8 +111,11 @@ async def serve(
     http_task = asyncio.create_task(server.serve(), name="http")
     log.info(
         "%s consuming %s from %s; HTTP on %s:%s",
-        settings.service_name, topics, settings.kafka.bootstrap_servers,
-        settings.http_host, settings.http_port,
+        settings.service_name,
+        topics,
+        settings.kafka.bootstrap_servers,
+        settings.http_host,
+        settings.http_port,
     )
     try:
         await loop.run()

@@ -183,9 +183,10 @@ class ServiceLoop(Generic[T]):
             await self._with_retries(lambda: self._publish(outputs), context)
             status = "ok"
         except PermanentError as exc:
-            self.metrics.exceptions.labels(type(exc).__name__).inc()
-            log.warning("dead-lettering message: %s", exc, extra={**context, "reason": exc.code})
-            await self._with_retries(lambda: self._dead_letter(record, exc), context)
+            error = exc
+            self.metrics.exceptions.labels(type(error).__name__).inc()
+            log.warning("dead-lettering: %s", error, extra={**context, "reason": error.code})
+            await self._with_retries(lambda: self._dead_letter(record, error), context)
             status = "dlq"
         self._handled[tp] = self._position[tp] = record.offset + 1
         self.metrics.processed.labels(record.topic, status).inc()
@@ -198,9 +199,7 @@ class ServiceLoop(Generic[T]):
         def before_sleep(state: Any) -> None:
             exc = state.outcome.exception()
             self.metrics.exceptions.labels(type(exc).__name__).inc()
-            log.warning(
-                "attempt %d failed, retrying: %r", state.attempt_number, exc, extra=context
-            )
+            log.warning("attempt %d failed, retrying: %r", state.attempt_number, exc, extra=context)
             self._beat()
 
         retrying = AsyncRetrying(

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+from driftloop_auditor.handlers import handle
+from driftloop_auditor.settings import AuditorSettings
 from driftloop_common.events import EVENT_TYPES, decode_event
 from driftloop_common.runtime import run_service
 from driftloop_common.service import Record
 from driftloop_common.settings import load_settings
 
-from driftloop_auditor.handlers import handle
-from driftloop_auditor.settings import AuditorSettings
-
-ACCEPTED = tuple(cls for name, cls in EVENT_TYPES.items() if name not in {
-    "interaction.raw", "interaction.embedded", "prediction", "audit"})
+ACCEPTED = tuple(
+    cls
+    for name, cls in EVENT_TYPES.items()
+    if name not in {"interaction.raw", "interaction.embedded", "prediction", "audit"}
+)
 
 
 def decode(record: Record) -> object:
