@@ -241,6 +241,19 @@ DataDir = Annotated[
 ]
 
 
+@kafka_app.command("fetch")
+def kafka_fetch() -> None:
+    """Download the broker's jars from Maven Central into the cache (once; reused after)."""
+    from driftloop_common.local_kafka import KAFKA_VERSION, fetch_jars
+
+    with err.status(f"fetching Apache Kafka {KAFKA_VERSION} jars with Maven…"):
+        try:
+            libs = fetch_jars()
+        except DriftloopError as exc:
+            raise _fail(str(exc)) from exc
+    out.print(str(libs), highlight=False)
+
+
 @kafka_app.command("start")
 def kafka_start(
     port: Annotated[
