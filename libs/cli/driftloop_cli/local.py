@@ -118,6 +118,10 @@ def stop_service(svc: RunningService, timeout_s: float = 20.0) -> None:
             svc.process.wait()
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def run_local(
     *,
     port: int | None,
@@ -126,6 +130,9 @@ def run_local(
     console: Console,
     ready_timeout_s: float = 120.0,
 ) -> int:
+    # SIGTERM (systemd, `kill`, a CI runner) stops everything in order, like Ctrl-C.
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
     broker = LocalKafka(data_dir, port=port)
     started_broker = broker.pid() is None
     with console.status("starting Apache Kafka (the first run fetches its jars with Maven)…"):

@@ -1,0 +1,54 @@
+"""The auditor's pure handler: one audit record per lifecycle event, deterministic ids."""
+
+from __future__ import annotations
+
+import uuid
+
+from driftloop_auditor.handlers import handle, summarize
+from driftloop_common.events import (
+    ModelEvaluated,
+    ModelEvaluatedEvent,
+    RollbackRequested,
+    RollbackRequestedEvent,
+)
+
+
+def evaluated(passed: bool) -> ModelEvaluatedEvent:
+    return ModelEvaluatedEvent(
+        producer="evaluator",
+        model_key="intent/en-us",
+        payload=ModelEvaluated(
+            registered_model="intent-en-us",
+            version=4,
+            passed=passed,
+            reasons=[] if passed else ["macro-F1 0.81 < champion 0.80 + 0.03"],
+        ),
+    )
+
+
+async def test_audit_record_points_back_to_its_source_and_chain() -> None:
+    source = evaluated(passed=False)
+    (record,) = await handle(source)
+    assert record.event_type == "audit"
+    assert record.correlation_id == source.correlation_id
+    assert record.payload.subject == "intent/en-us"
+    assert record.payload.actor == "evaluator"
+    assert record.payload.details["source_event_id"] == str(source.event_id)
+    assert "failed: macro-F1 0.81 < champion 0.80 + 0.03" in record.payload.details["summary"]
+
+
+async def test_redelivery_yields_the_same_audit_record_id() -> None:
+    source = evaluated(passed=True)
+    first, again = (await handle(source))[0], (await handle(source))[0]
+    assert first.event_id == again.event_id
+    other = (await handle(source.model_copy(update={"event_id": uuid.uuid4()})))[0]
+    assert other.event_id != first.event_id
+
+
+def test_summary_of_a_rollback_names_the_target_version() -> None:
+    event = RollbackRequestedEvent(
+        producer="cli",
+        model_key="sentiment/es-es",
+        payload=RollbackRequested(reason="bad release", requested_by="ana", to_version=6),
+    )
+    assert summarize(event) == "rollback to version 6 requested by ana: bad release"
