@@ -1,0 +1,1 @@
+"""Drift statistics: PSI per component, label drift, a domain classifier, null calibration."""

@@ -1,0 +1,1 @@
+"""Synthetic contact-center interactions with controllable drift, for tests and the demo."""

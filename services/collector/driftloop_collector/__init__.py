@@ -1,0 +1,1 @@
+"""collector: Genesys interaction events in; embedded interactions and store rows out."""

@@ -1,0 +1,112 @@
+"""Calibrated decisions: stable windows rarely fire; real shifts do; config is honoured."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from driftloop_common.drift.baseline import DriftBaseline, build_baseline
+from driftloop_common.drift.detect import (
+    DetectorConfig,
+    DriftDetector,
+    label_statistics,
+    size_bucket,
+)
+from driftloop_common.drift.window import SlidingWindow
+from tests.unit.drift_data import ENCODER, Traffic, shifted_weights, times
+
+TRAFFIC = Traffic(seed=7)
+
+
+@pytest.fixture(scope="module")
+def baseline() -> DriftBaseline:
+    x, labels = TRAFFIC.sample(8000, np.random.default_rng(0))
+    return build_baseline(x, encoder=ENCODER, labels=labels, source="test")
+
+
+def window_of(baseline, n, rng, weights=None):
+    x, labels = TRAFFIC.sample(n, rng, weights)
+    window = SlidingWindow(baseline)
+    window.add(x, times(n), labels)
+    return window.snapshot()
+
+
+def test_stable_windows_keep_the_false_alarm_rate(baseline) -> None:
+    detector = DriftDetector(
+        baseline, DetectorConfig(alpha=0.01, detectors=("component_psi", "label"))
+    )
+    rng = np.random.default_rng(11)
+    reports = [detector.check(window_of(baseline, 1000, rng)) for _ in range(150)]
+    alarms = sum(r.drifted for r in reports)
+    # 150 checks at 1 %: 1.5 expected; P(more than 7) < 0.001 for a calibrated detector.
+    assert alarms <= 7, f"{alarms} false alarms in 150 stable windows"
+    assert all(r.psi_level == "stable" for r in reports)
+
+
+def test_an_intent_mix_shift_fires_although_raw_psi_looks_stable(baseline) -> None:
+    detector = DriftDetector(baseline, DetectorConfig(detectors=("component_psi", "label")))
+    rng = np.random.default_rng(12)
+    report = detector.check(window_of(baseline, 2000, rng, shifted_weights(3, 0.2)))
+    assert report.drifted
+    assert report.score("label_chi2").fired
+    assert report.psi.mean < 0.1  # the familiar fixed thresholds would never have fired
+    for score in report.scores:
+        assert score.null_quantile is not None
+
+
+def test_off_topic_growth_fires_on_embeddings_alone(baseline) -> None:
+    detector = DriftDetector(
+        baseline, DetectorConfig(detectors=("component_psi", "domain_classifier"))
+    )
+    rng = np.random.default_rng(13)
+    weights = np.append(np.full(12, 0.7 / 12), 0.3)  # 30 % off-topic traffic
+    x, _ = TRAFFIC.sample(2000, rng, weights)
+    window = SlidingWindow(baseline)
+    window.add(x, times(2000))  # unlabelled
+    report = detector.check(window.snapshot())
+    assert report.drifted
+    assert "label" in report.skipped
+    assert report.score("domain_auc").value > report.score("domain_auc").null_quantile
+
+
+def test_only_configured_detectors_decide(baseline) -> None:
+    rng = np.random.default_rng(14)
+    snapshot = window_of(baseline, 2000, rng, shifted_weights(3, 0.3))
+    only_label = DriftDetector(baseline, DetectorConfig(detectors=("label",))).check(snapshot)
+    assert only_label.drifted
+    assert all(s.detector == "label" for s in only_label.scores if s.fired)
+    assert {s.detector for s in only_label.scores} >= {"component_psi", "label"}
+
+
+def test_small_windows_are_skipped_with_a_reason(baseline) -> None:
+    detector = DriftDetector(baseline, DetectorConfig(min_rows=500, min_labelled=500))
+    report = detector.check(window_of(baseline, 100, np.random.default_rng(15)))
+    assert not report.drifted and report.scores == []
+    assert "100 rows < min_rows 500" in report.skipped["component_psi"]
+    assert "min_labelled" in report.skipped["label"]
+
+
+def test_nulls_are_cached_per_window_size(baseline) -> None:
+    detector = DriftDetector(baseline, DetectorConfig(detectors=("component_psi",)))
+    rng = np.random.default_rng(16)
+    detector.check(window_of(baseline, 1000, rng))
+    cached = set(detector._nulls)
+    assert size_bucket(1000) == size_bucket(1010)
+    detector.check(window_of(baseline, 1010, rng))  # same size bucket: nothing new
+    assert set(detector._nulls) == cached
+
+
+def test_label_statistics_pool_unseen_labels() -> None:
+    reference = {"a": 50, "b": 50}
+    psi_same, chi_same = label_statistics(reference, Counter(a=30, b=30), 1e-3)
+    assert psi_same == pytest.approx(0.0, abs=1e-9)
+    assert chi_same < 0.1  # only the smoothing of the empty "<other>" category
+    psi_new, chi_new = label_statistics(reference, Counter(a=30, b=30, brand_new=30), 1e-3)
+    assert psi_new > 0.5 and chi_new > 100
+
+
+def test_unknown_detector_is_rejected() -> None:
+    with pytest.raises(ValueError, match="unknown detectors"):
+        DetectorConfig(detectors=("vibes",))
