@@ -183,3 +183,52 @@ async def test_readiness_state_follows_the_clients() -> None:
     await loop.run()
     assert seen == {"joined": True, "producer": True}
     assert loop.state.heartbeat_age() < float("inf")
+
+
+async def test_commit_floor_holds_back_offsets_of_state_kept_in_memory() -> None:
+    held = {"floor": 1}  # the service still needs offset 1 and later
+    loop, consumer, _, journal = make_loop(
+        [
+            [
+                record(0, request("a").to_bytes()),
+                record(1, request("b").to_bytes()),
+                record(2, request("c").to_bytes()),
+            ]
+        ]
+    )
+    loop.commit_floor = lambda tp: held["floor"]
+    consumer.on_empty = None
+    polls = {"n": 0}
+
+    async def release_then_stop() -> list[Event]:
+        polls["n"] += 1
+        if polls["n"] == 2:
+            held["floor"] = None  # the state was published: nothing is held any more
+        if polls["n"] == 3:
+            loop.stop()
+        return []
+
+    loop.flush = release_then_stop
+    await loop.run()
+    commits = [entry[1][TP] for entry in journal if entry[0] == "commit"]
+    assert commits == [1, 3]  # never past the floor while it held; all once released
+
+
+async def test_flush_outputs_are_published_before_the_commit() -> None:
+    loop, consumer, producer, journal = make_loop([[record(0, request().to_bytes())]])
+    buffered: list[Event] = []
+
+    async def buffer(event: Event) -> list[Event]:
+        buffered.extend(await audit(event))
+        return []
+
+    async def flush() -> list[Event]:
+        out, buffered[:] = list(buffered), []
+        return out
+
+    loop.handle, loop.flush = buffer, flush
+    await loop.run()
+    kinds = [entry[0] for entry in journal if entry[0] in ("send", "commit")]
+    assert kinds == ["send", "commit"]
+    assert [s[0] for s in producer.sent] == ["audit"]
+    assert consumer.committed[TP] == 1

@@ -61,6 +61,17 @@ Decoder = Callable[[Record], T]
 Handler = Callable[[T], Awaitable[Sequence[Event]]]
 """Handles one decoded message; returns the events to publish (each to its own topic)."""
 
+Flush = Callable[[], Awaitable[Sequence[Event]]]
+"""Called after every poll (also when idle): for services that batch or wait for time to
+pass (the collector embeds completed conversations in batches). Returns events to publish."""
+
+CommitFloor = Callable[[TopicPartition], "int | None"]
+"""The lowest offset of `tp` a service still needs (state held in memory); the loop never
+commits past it, so after a crash that state is rebuilt by re-reading Kafka."""
+
+OnAssigned = Callable[[Any, set[TopicPartition]], Awaitable[None]]
+"""Called with the consumer when partitions are assigned (e.g. to seek by timestamp)."""
+
 
 @dataclass(frozen=True)
 class RetryPolicy:
@@ -114,6 +125,9 @@ class ServiceLoop(Generic[T]):
         poll_timeout_ms: int = 1000,
         max_batch_records: int = 500,
         route: Callable[[Event], str] | None = None,
+        flush: Flush | None = None,
+        commit_floor: CommitFloor | None = None,
+        on_assigned: OnAssigned | None = None,
     ) -> None:
         self.service = service
         self.topics = list(topics)
@@ -126,8 +140,12 @@ class ServiceLoop(Generic[T]):
         self.poll_timeout_ms = poll_timeout_ms
         self.max_batch_records = max_batch_records
         self.route = route or (lambda event: event.topic)
+        self.flush = flush
+        self.commit_floor = commit_floor
+        self.on_assigned = on_assigned
         self.state = LoopState()
-        self._handled: dict[TopicPartition, int] = {}  # next offset to commit, per partition
+        self._handled: dict[TopicPartition, int] = {}  # offset after the last handled record
+        self._committed: dict[TopicPartition, int] = {}
         self._position: dict[TopicPartition, int] = {}  # next offset to handle (for the lag)
         self._stop = asyncio.Event()
 
@@ -166,6 +184,10 @@ class ServiceLoop(Generic[T]):
                     if self._stop.is_set() or not self._owns(tp):
                         break  # an unhandled record is redelivered after the restart/rebalance
                     await self._process(tp, record)
+            if self.flush is not None:
+                flush = self.flush
+                outputs = await self._with_retries(flush, {"flush": True})
+                await self._with_retries(lambda: self._publish(outputs), {"flush": True})
         finally:
             await self._commit()
         self._update_lag()
@@ -252,21 +274,25 @@ class ServiceLoop(Generic[T]):
 
     # ------------------------------------------------------------ offsets
     async def _commit(self, partitions: Iterable[TopicPartition] | None = None) -> None:
-        """Commit the handled offsets (of `partitions`, default all); retried like a handler."""
+        """Commit the handled offsets (of `partitions`, default all), never past the
+        service's commit floor; retried like a handler."""
         chosen = set(partitions) if partitions is not None else set(self._handled)
-        offsets = {tp: off for tp, off in self._handled.items() if tp in chosen}
+        offsets: dict[TopicPartition, int] = {}
+        for tp in chosen & set(self._handled):
+            target = self._handled[tp]
+            floor = self.commit_floor(tp) if self.commit_floor is not None else None
+            if floor is not None:
+                target = min(target, floor)
+            if target > self._committed.get(tp, -1):
+                offsets[tp] = target
         if not offsets:
             return
-        try:
-            await self._with_retries(lambda: self._commit_once(offsets), {"commit": True})
-        finally:
-            for tp, offset in offsets.items():
-                if self._handled.get(tp) == offset:
-                    del self._handled[tp]
+        await self._with_retries(lambda: self._commit_once(offsets), {"commit": True})
 
     async def _commit_once(self, offsets: dict[TopicPartition, int]) -> None:
         try:
             await self.consumer.commit(offsets)
+            self._committed.update(offsets)
         except CommitFailedError as exc:
             # Expected after a rebalance: the new owner gets these messages again and the
             # handlers are idempotent.
@@ -299,9 +325,14 @@ class _Rebalance(ConsumerRebalanceListener):
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
         await self.loop._commit(revoked)
+        for tp in revoked:
+            self.loop._handled.pop(tp, None)
+            self.loop._committed.pop(tp, None)
         self.loop.state.assignment -= set(revoked)
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
+        if self.loop.on_assigned is not None:
+            await self.loop.on_assigned(self.loop.consumer, set(assigned))
         self.loop.state.assignment = set(self.loop.consumer.assignment())
         self.loop.state.joined_group = True
         log.info("partitions assigned: %s", sorted(f"{tp.topic}-{tp.partition}" for tp in assigned))
