@@ -111,14 +111,25 @@ class SlidingWindow:
             bucket.sample[slots[keep]] = rest[keep]  # later rows win, as in the loop
         bucket.seen += rows.shape[0]
 
-    def snapshot(self, end: datetime | None = None) -> WindowSnapshot:
-        """The window ending at `end` (default: the newest event seen); drops older buckets."""
+    def _live(self, end: datetime | None) -> tuple[datetime, datetime, dict[int, _Bucket]]:
+        """The buckets of the window ending at `end` (default: the newest event seen);
+        buckets that fell out of it are dropped for good."""
         end = end or self.latest or datetime.now(UTC)
         start = end - self.length
         first, last = self._bucket_index(start), self._bucket_index(end)
         for key in [k for k in self._buckets if k < first]:
             del self._buckets[key]
-        live = {k: b for k, b in self._buckets.items() if first <= k <= last}
+        return start, end, {k: b for k, b in self._buckets.items() if first <= k <= last}
+
+    def label_counts(self, end: datetime | None = None) -> Counter[str]:
+        labels: Counter[str] = Counter()
+        for bucket in self._live(end)[2].values():
+            labels.update(bucket.labels)
+        return labels
+
+    def snapshot(self, end: datetime | None = None) -> WindowSnapshot:
+        """Counts, labels and a row sample of the window ending at `end`."""
+        start, end, live = self._live(end)
         counts = np.zeros_like(self.baseline.reference_counts)
         labels: Counter[str] = Counter()
         rows = 0

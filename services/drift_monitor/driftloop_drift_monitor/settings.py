@@ -1,0 +1,27 @@
+from __future__ import annotations
+
+from pydantic import Field
+
+from driftloop_common.settings import MlflowSettings, ServiceSettings
+
+
+class DriftMonitorSettings(ServiceSettings):
+    """`DRIFTLOOP_…` variables; see the README's configuration table."""
+
+    service_name: str = "drift-monitor"
+    http_port: int = 8200
+    window_hours: float = Field(default=24.0, gt=0)
+    min_rows: int = Field(default=500, gt=0)
+    min_labelled: int = Field(default=200, gt=0)
+    check_every_rows: int = Field(default=500, gt=0)
+    alpha: float = Field(default=0.01, gt=0, lt=1)
+    detectors: tuple[str, ...] = ("component_psi", "label", "domain_classifier")
+    cooldown_hours: float = Field(default=6.0, ge=0)
+    new_intent_min_examples: int = Field(default=50, gt=0)
+    bins: int = Field(default=10, ge=2)
+    pca_variance: float = Field(default=0.95, gt=0, le=1)
+    max_components: int = Field(default=128, gt=0)
+    raw_dimensions: bool = False
+    bootstrap_rows: int = Field(default=5000, gt=0)
+    store_url: str | None = None  # interaction store, to bootstrap a baseline without champion
+    mlflow: MlflowSettings | None = None  # the champion's baseline artifact lives there
