@@ -26,6 +26,7 @@ from driftloop_common.settings import KafkaSettings
 
 SERVICES: dict[str, str] = {
     "auditor": "driftloop_auditor.__main__",
+    "drift-monitor": "driftloop_drift_monitor.__main__",
 }
 """Service name → module with `main()`. Later services register here."""
 

@@ -96,6 +96,11 @@ class ModelKey(BaseModel):
     def parse(cls, text: str) -> ModelKey:
         return cls.model_validate(text)
 
+    @property
+    def registered_model(self) -> str:
+        """The MLflow registered model of this key, e.g. `intent-en-us`."""
+        return f"{self.model_type.value}-{self.language}"
+
 
 # ---------------------------------------------------------------- payloads
 

@@ -41,7 +41,9 @@ def build_loop(
     decode: Decoder[Any],
     handle: Handler[Any],
     metrics: LoopMetrics | None = None,
+    **hooks: Any,
 ) -> ServiceLoop[Any]:
+    """The loop with real aiokafka clients; `hooks` are ServiceLoop's flush/commit_floor/…"""
     name = settings.service_name
     return ServiceLoop(
         service=name,
@@ -61,6 +63,7 @@ def build_loop(
         ),
         poll_timeout_ms=settings.poll_timeout_ms,
         max_batch_records=settings.max_batch_records,
+        **hooks,
     )
 
 
@@ -72,13 +75,16 @@ async def serve(
     handle: Handler[Any],
     ready_checks: Mapping[str, ReadyCheck] | None = None,
     metrics: LoopMetrics | None = None,
+    **hooks: Any,
 ) -> None:
     """Run the loop and the HTTP app until SIGTERM/SIGINT or until the loop fails."""
     topics = list(topics)
     if settings.kafka.sasl_password:
         redact(settings.kafka.sasl_password.get_secret_value())
     await create_topics(settings.kafka, [*topics, *(dlq(t) for t in topics)], with_dlq=False)
-    loop = build_loop(settings, topics=topics, decode=decode, handle=handle, metrics=metrics)
+    loop = build_loop(
+        settings, topics=topics, decode=decode, handle=handle, metrics=metrics, **hooks
+    )
     app = create_app(
         service=settings.service_name,
         state=loop.state,

@@ -109,6 +109,13 @@ class DriftMonitor:
         self._bootstrap.pop(key, None)
         log.info("baseline for %s: %s (%d components)", key, baseline.source, baseline.projection.k)
 
+    def reset_windows(self) -> None:
+        """Empty every window (they are about to be rebuilt by replaying Kafka)."""
+        for state in self.keys.values():
+            state.window = SlidingWindow(state.baseline, length=self.config.window)
+            state.rows_since_check = 0
+        self._bootstrap.clear()
+
     def reload(self, key: ModelKey) -> None:
         """A new champion (promotion or rollback): fetch its baseline on the next event."""
         self._loaded.discard(key)

@@ -14,6 +14,7 @@ Bin edges are fitted once per baseline: sorting dominates the cost of a fit.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from collections import Counter
@@ -30,6 +31,8 @@ from driftloop_common.drift.psi import DEFAULT_BINS, bin_counts, fit_edges
 from driftloop_common.events import EncoderInfo
 
 FORMAT_VERSION = 1
+ARTIFACT_PATH = "drift_baseline"
+"""Artifact folder of a model version's run that holds its baseline (see `save`)."""
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,9 @@ class DriftBaseline:
             digest.update(np.ascontiguousarray(array).tobytes())
         digest.update(json.dumps(self.reference_labels, sort_keys=True).encode())
         return digest.hexdigest()[:16]
+
+    def with_source(self, source: str) -> DriftBaseline:
+        return dataclasses.replace(self, source=source)
 
     # ------------------------------------------------------------ persistence
     def save(self, folder: str | Path) -> Path:

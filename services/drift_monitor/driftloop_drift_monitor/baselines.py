@@ -1,0 +1,62 @@
+"""Where baselines come from: the champion's MLflow artifact, else the interaction store.
+
+The trainer logs `DriftBaseline.save(folder)` under the artifact path `drift_baseline`
+of the run behind each registered model version; the registered model of a key is named
+`ModelKey.registered_model` (e.g. `intent-en-us`) and its live version has the alias
+`champion`. With neither (a fresh install), the monitor bootstraps from the stream.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+
+from driftloop_common.drift.baseline import ARTIFACT_PATH, DriftBaseline
+from driftloop_common.errors import RetryableError
+from driftloop_common.events import ModelKey
+from driftloop_drift_monitor.monitor import BaselineSource
+
+log = logging.getLogger(__name__)
+CHAMPION = "champion"
+
+
+class MlflowBaselineSource(BaselineSource):
+    def __init__(self, tracking_uri: str) -> None:
+        self.tracking_uri = tracking_uri
+
+    def load(self, key: ModelKey) -> DriftBaseline | None:
+        from mlflow import MlflowClient
+        from mlflow.exceptions import MlflowException
+
+        client = MlflowClient(tracking_uri=self.tracking_uri)
+        name = key.registered_model
+        try:
+            version = client.get_model_version_by_alias(name, CHAMPION)
+        except MlflowException as exc:
+            if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+                log.info("no %s alias on %s yet", CHAMPION, name)
+                return None
+            raise RetryableError(f"MLflow at {self.tracking_uri}: {exc}") from exc
+        with tempfile.TemporaryDirectory() as folder:
+            try:
+                path = client.download_artifacts(version.run_id, ARTIFACT_PATH, folder)
+            except MlflowException as exc:
+                log.warning(
+                    "%s v%s has no %s artifact: %s", name, version.version, ARTIFACT_PATH, exc
+                )
+                return None
+            baseline = DriftBaseline.load(path)
+        return baseline.with_source(f"{name} v{version.version}")
+
+
+class ChainedBaselineSource(BaselineSource):
+    """The first source that has a baseline for the key wins."""
+
+    def __init__(self, *sources: BaselineSource) -> None:
+        self.sources = sources
+
+    def load(self, key: ModelKey) -> DriftBaseline | None:
+        for source in self.sources:
+            if (baseline := source.load(key)) is not None:
+                return baseline
+        return None
