@@ -123,5 +123,4 @@ async def running(loop: ServiceLoop[Any]) -> AsyncIterator[asyncio.Task[None]]:
         yield task
     finally:
         loop.stop()
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(task, 30)
+        await asyncio.wait_for(task, 30)  # a loop that crashed fails the test here

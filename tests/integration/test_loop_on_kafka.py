@@ -91,7 +91,9 @@ async def test_two_consumers_share_partitions_and_a_rebalance_loses_nothing(
                 lambda: b.state.joined_group and bool(b.state.assignment),
                 what="b to get partitions",
             )
+            await wait_for(lambda: bool(a.state.assignment), what="a to get partitions back")
             assert a.state.assignment.isdisjoint(b.state.assignment)
+            assert len(a.state.assignment | b.state.assignment) == 4
             await produce(kafka_bootstrap, source, events[80:160])
             await wait_for(lambda: len(all_handled()) >= 160, what="both to handle 160")
         # b left: its partitions move back to a, which must pick up where b committed.
@@ -131,7 +133,8 @@ async def test_broker_restart_during_consumption_loses_nothing(tmp_path, fresh_n
             await wait_for(lambda: len(seen) >= 20, what="consumption to start")
             await asyncio.to_thread(broker.stop)
             assert broker.status().running is False
-            await asyncio.to_thread(broker.start, timeout_s=180)
+            restarted = await asyncio.to_thread(broker.start, timeout_s=180)
+            assert restarted == bootstrap  # same address: clients reconnect by themselves
             await produce(bootstrap, source, events[60:])
             await wait_for(
                 lambda: len(seen) >= len(events),

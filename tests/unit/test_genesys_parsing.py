@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -29,10 +27,8 @@ from driftloop_common.events import (
     Prediction,
     PredictionEvent,
 )
+from tests.real_data import EVENTBRIDGE_EXAMPLES as EVENTBRIDGE
 
-ROOT = Path(__file__).resolve().parents[2]
-REAL = Path(os.environ.get("DRIFTLOOP_REAL_DATA", ROOT.parent / "shared" / "data"))
-EVENTBRIDGE = REAL / "genesys-eventbridge" / "input"
 needs_real = pytest.mark.skipif(
     not EVENTBRIDGE.is_dir(),
     reason=f"Genesys EventBridge examples not found at {EVENTBRIDGE} (set DRIFTLOOP_REAL_DATA)",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
@@ -232,3 +233,89 @@ async def test_flush_outputs_are_published_before_the_commit() -> None:
     assert kinds == ["send", "commit"]
     assert [s[0] for s in producer.sent] == ["audit"]
     assert consumer.committed[TP] == 1
+
+
+async def test_a_failed_flush_commits_nothing_it_buffered() -> None:
+    loop, consumer, producer, _ = make_loop(
+        [[record(0, request("a").to_bytes()), record(1, request("b").to_bytes())]]
+    )
+    buffered: list[Event] = []
+
+    async def buffer(event: Event) -> list[Event]:
+        buffered.extend(await audit(event))
+        return []
+
+    async def flush() -> list[Event]:
+        out, buffered[:] = list(buffered), []  # the service lets go of its buffer here
+        return out
+
+    loop.handle, loop.flush = buffer, flush
+    loop.commit_floor = lambda tp: 0 if buffered else None  # holds offset 0 while buffered
+    producer.fail_times = 10**6  # the broker never acknowledges
+    with pytest.raises(RetryableError):
+        await loop.run()
+    assert producer.sent == []
+    assert consumer.committed.get(TP, 0) == 0  # both messages will be read again
+
+
+async def test_cancellation_is_not_retried() -> None:
+    started = asyncio.Event()
+    calls = []
+
+    async def slow(event: Event) -> list[Event]:
+        calls.append(1)
+        started.set()
+        await asyncio.sleep(30)
+        return []
+
+    loop, consumer, _, _ = make_loop([[record(0, request().to_bytes())]], handle=slow)
+    task = asyncio.create_task(loop.run())
+    await started.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert calls == [1]
+    assert TP not in consumer.committed
+
+
+async def test_an_unsendable_dead_letter_keeps_its_reason_without_the_bytes() -> None:
+    from aiokafka.errors import MessageSizeTooLargeError
+
+    loop, consumer, producer, _ = make_loop([[record(0, b"x" * 100)]])
+    original_send = producer.send
+
+    async def picky_send(topic, value, key=None, headers=None):
+        if len(value) > 10:
+            future = asyncio.get_running_loop().create_future()
+            future.set_exception(MessageSizeTooLargeError("too large"))
+            return future
+        return await original_send(topic, value, key=key, headers=headers)
+
+    producer.send = picky_send
+    await loop.run()
+    ((topic, value, _, headers),) = producer.sent
+    assert topic == f"{TOPIC}.dlq" and value == b""
+    assert "too large" in dict(headers)["dlq.value_dropped"].decode()
+    assert dict(headers)["dlq.reason_code"] == b"invalid_json"
+    assert consumer.committed[TP] == 1
+
+
+async def test_a_revoke_mid_batch_stops_handling_that_partition() -> None:
+    handled = []
+    loop: ServiceLoop
+
+    async def revoke_during_first(event: Event) -> list[Event]:
+        handled.append(event.payload.note)
+        if len(handled) == 1:
+            # The coordinator revokes while this record is in flight: it must wait for it.
+            asyncio.get_running_loop().create_task(consumer.listener.on_partitions_revoked({TP}))
+            await asyncio.sleep(0)
+        return await audit(event)
+
+    loop, consumer, _, journal = make_loop(
+        [[record(i, request(str(i)).to_bytes()) for i in range(4)]], handle=revoke_during_first
+    )
+    await loop.run()
+    assert handled == ["0"]  # the rest belongs to the new owner now
+    commits = [entry[1] for entry in journal if entry[0] == "commit"]
+    assert commits == [{TP: 1}]  # committed by the revoke, after the record finished

@@ -7,6 +7,7 @@ import logging
 
 import pytest
 
+from driftloop_common import logs
 from driftloop_common.errors import ConfigError
 from driftloop_common.logs import configure_logging, redact
 from driftloop_common.settings import ServiceSettings, load_settings
@@ -49,7 +50,19 @@ def test_bad_value_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
         load_settings(ServiceSettings)
 
 
-def test_json_log_lines_carry_context_and_never_a_secret(capsys: pytest.CaptureFixture) -> None:
+@pytest.fixture
+def restore_logging():
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    logs._SECRETS.clear()
+
+
+def test_json_log_lines_carry_context_and_never_a_secret(
+    capsys: pytest.CaptureFixture, restore_logging
+) -> None:
     configure_logging("INFO", json=True, service="unit")
     redact("hunter2-password")
     logging.getLogger("t").info(
@@ -60,3 +73,10 @@ def test_json_log_lines_carry_context_and_never_a_secret(capsys: pytest.CaptureF
     assert record["message"] == "connecting with **********"
     assert (record["service"], record["topic"], record["offset"]) == ("unit", "audit", 7)
     assert record["level"] == "INFO"
+    try:
+        raise RuntimeError("token hunter2-password rejected")
+    except RuntimeError:
+        logging.getLogger("t").exception("failed", extra={"detail": "hunter2-password"})
+    line = capsys.readouterr().err
+    assert "hunter2-password" not in line
+    assert line.count("**********") >= 2  # in the traceback and in the extra field

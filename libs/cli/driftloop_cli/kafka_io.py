@@ -104,8 +104,8 @@ def tail(
             auto_offset_reset="earliest" if from_beginning else "latest",
             **settings.client_kwargs(),
         )
-        await asyncio.wait_for(consumer.start(), 30)
         try:
+            await asyncio.wait_for(consumer.start(), 30)
             if topic not in await consumer.topics():  # refreshes the cluster metadata
                 raise RetryableError(f"topic {topic!r} does not exist")
             consumer.subscribe([topic])  # no group: every partition, nothing committed
@@ -136,6 +136,10 @@ def tail(
                         if max_messages is not None and seen >= max_messages:
                             return seen
             return seen
+        except (KafkaError, TimeoutError) as exc:
+            raise RetryableError(
+                f"could not read {topic} from {settings.bootstrap_servers}: {exc!r}"
+            ) from exc
         finally:
             await consumer.stop()
 

@@ -136,15 +136,14 @@ def run_local(
     signal.signal(signal.SIGINT, _interrupt)
     broker = LocalKafka(data_dir, port=port)
     started_broker = broker.pid() is None
-    with console.status("starting Apache Kafka (the first run fetches its jars with Maven)…"):
-        bootstrap = broker.start()
-    console.print(f"[green]✓[/] Kafka on {bootstrap}  (log {broker.log_file})")
-    created = asyncio.run(create_topics(KafkaSettings(bootstrap_servers=bootstrap)))
-    console.print(f"[green]✓[/] topics ready ({len(created)} created)")
-
     logs = state_root() / "logs"
     services: list[RunningService] = []
     try:
+        with console.status("starting Apache Kafka (the first run fetches its jars with Maven)…"):
+            bootstrap = broker.start()
+        console.print(f"[green]✓[/] Kafka on {bootstrap}  (log {broker.log_file})")
+        created = asyncio.run(create_topics(KafkaSettings(bootstrap_servers=bootstrap)))
+        console.print(f"[green]✓[/] topics ready ({len(created)} created)")
         for name in SERVICES:
             services.append(start_service(name, bootstrap, logs))
         with console.status("waiting for services to answer /healthz and /readyz…"):
@@ -174,6 +173,9 @@ def run_local(
     except KeyboardInterrupt:
         return 0
     finally:
+        # A second Ctrl-C must not interrupt the clean-up and orphan services.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         with console.status("stopping services…"):
             for svc in services:
                 stop_service(svc)

@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from driftloop_cli import generate as generate_commands
 from driftloop_cli import kafka_io
 from driftloop_common.errors import DriftloopError
 from driftloop_common.events import (
@@ -41,6 +42,7 @@ topics_app = typer.Typer(help="Manage driftloop's Kafka topics.", no_args_is_hel
 app.add_typer(publish_app, name="publish")
 app.add_typer(kafka_app, name="kafka")
 app.add_typer(topics_app, name="topics")
+generate_commands.register(app)
 
 out = Console()
 err = Console(stderr=True)

@@ -39,7 +39,7 @@ from driftloop_common.errors import InvalidEventError
 SCHEMA_VERSION = 1
 """The envelope/payload version this build writes and reads."""
 
-_CONFIG = ConfigDict(extra="ignore", frozen=True)
+_CONFIG = ConfigDict(extra="ignore", frozen=True, allow_inf_nan=False)  # JSON has no inf
 
 
 class ModelType(enum.StrEnum):
@@ -271,9 +271,9 @@ class Event(BaseModel):
     @field_validator("schema_version")
     @classmethod
     def _supported_version(cls, value: int) -> int:
-        if value != SCHEMA_VERSION:
+        if not 1 <= value <= SCHEMA_VERSION:  # older versions stay readable in an upgrade
             raise ValueError(
-                f"unsupported schema_version {value}; this build reads version {SCHEMA_VERSION}"
+                f"unsupported schema_version {value}; this build reads 1 to {SCHEMA_VERSION}"
             )
         return value
 
@@ -285,15 +285,17 @@ class Event(BaseModel):
         """The Kafka message key: the model key."""
         return str(self.model_key).encode()
 
-    def follow_up(self, event_cls: type[E], *, producer: str, payload: Payload, **kw: Any) -> E:
+    def follow_up(
+        self, event_cls: type[E], *, producer: str, payload: Payload, part: str = "", **kw: Any
+    ) -> E:
         """An event caused by this one: same correlation id and model key, and an id
         derived from this event's id, the producer and the new type, so handling the
-        same input twice yields the same event (downstream deduplicates by id)."""
+        same input twice yields the same event (downstream deduplicates by id).
+        A handler that emits several events of one type from one input tells them apart
+        with `part`."""
         kw.setdefault("model_key", self.model_key)
-        kw.setdefault(
-            "event_id",
-            uuid.uuid5(self.event_id, f"{producer}:{event_cls.model_fields['event_type'].default}"),
-        )
+        kind = event_cls.model_fields["event_type"].default
+        kw.setdefault("event_id", uuid.uuid5(self.event_id, f"{producer}:{kind}:{part}"))
         return event_cls(
             producer=producer, correlation_id=self.correlation_id, payload=payload, **kw
         )

@@ -11,9 +11,9 @@ from collections.abc import Iterable
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
 
-from driftloop_common.errors import RetryableError
+from driftloop_common.errors import ConfigError, RetryableError
 from driftloop_common.settings import KafkaSettings
 from driftloop_common.topics import ALL_TOPICS, dlq
 
@@ -72,12 +72,17 @@ async def create_topics(
         existing = set(await admin.list_topics())
         missing = [name for name in dict.fromkeys(wanted) if name not in existing]
         if missing:
-            try:
-                await admin.create_topics(
-                    [NewTopic(name, partitions, replication_factor) for name in missing]
-                )
-            except TopicAlreadyExistsError:  # another process won the race
-                pass
+            response = await admin.create_topics(
+                [NewTopic(name, partitions, replication_factor) for name in missing]
+            )
+            # The broker answers per topic and aiokafka does not raise: read the codes.
+            failed = [
+                f"{name}: {for_code(code).__name__}" + (f" ({message})" if message else "")
+                for name, code, message, *_ in response.topic_errors
+                if code not in (0, TopicAlreadyExistsError.errno)
+            ]
+            if failed:
+                raise ConfigError(f"could not create topics: {'; '.join(failed)}")
         return missing
     except KafkaError as exc:
         raise RetryableError(

@@ -159,12 +159,13 @@ def _pid_alive(pid: int) -> bool:
 
 
 def _is_our_broker(pid: int, data_dir: Path) -> bool:
-    """Guard against a recycled pid: the process must be a kafka.Kafka on our config."""
+    """Guard against a recycled pid: the process must be kafka.Kafka on exactly our config."""
     try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        cmdline = [a for a in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0") if a]
     except OSError:
         return _pid_alive(pid)
-    return b"kafka.Kafka" in cmdline and str(data_dir).encode() in b" ".join(cmdline)
+    config = str(data_dir / "server.properties").encode()
+    return b"kafka.Kafka" in cmdline and cmdline[-1:] == [config]
 
 
 def _accepts_connections(bootstrap: str) -> bool:
@@ -351,7 +352,8 @@ class LocalKafka:
         if pid is None:
             self.pid_file.unlink(missing_ok=True)
             return False
-        os.kill(pid, signal.SIGTERM)
+        with contextlib.suppress(ProcessLookupError):  # it may have just exited
+            os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline and _pid_alive(pid):
             with contextlib.suppress(ChildProcessError):
@@ -359,15 +361,23 @@ class LocalKafka:
             time.sleep(0.2)
         if _pid_alive(pid):
             log.warning("Kafka (pid %s) ignored SIGTERM for %.0f s; killing it", pid, timeout_s)
-            os.kill(pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(pid, 0)
         self.pid_file.unlink(missing_ok=True)
         return True
 
     def wipe(self) -> None:
-        """Stop the broker and delete its data folder (topics, offsets, logs)."""
+        """Stop the broker and delete its data folder (topics, offsets, logs).
+
+        Refuses a folder that does not look like a broker's: `--data-dir .` must not
+        delete a project."""
         self.stop()
+        if not self.data_dir.exists():
+            return
+        if not (self.data_dir / "server.properties").exists():
+            raise ConfigError(f"{self.data_dir} is not a driftloop Kafka folder; not deleting it")
         shutil.rmtree(self.data_dir, ignore_errors=True)
 
     # ------------------------------------------------------------ internals

@@ -1,7 +1,7 @@
 """JSON logging for services (one object per line), plain text for people at a terminal.
 
 Secrets never reach a log line: settings hold them as `SecretStr`, and
-`RedactingFilter` masks any value registered with `redact()` as a last line of defence.
+`RedactingFormatter` masks any value registered with `redact()` as a last line of defence.
 """
 
 from __future__ import annotations
@@ -23,17 +23,22 @@ def redact(*secrets: str | None) -> None:
         _SECRETS.update(s for s in secrets if s and len(s) >= 4)
 
 
-class RedactingFilter(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        if not _SECRETS:
-            return True
-        message = record.getMessage()
-        masked = message
-        for secret in _SECRETS:
-            masked = masked.replace(secret, MASK)
-        if masked != message:
-            record.msg, record.args = masked, None
-        return True
+def mask(text: str) -> str:
+    for secret in _SECRETS:
+        text = text.replace(secret, MASK)
+    return text
+
+
+class RedactingFormatter(logging.Formatter):
+    """Masks registered secrets in the whole formatted line: message, extra fields and
+    traceback alike (masking the message alone would miss `exc_info` and `extra`)."""
+
+    def __init__(self, inner: logging.Formatter) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def format(self, record: logging.LogRecord) -> str:
+        return mask(self.inner.format(record)) if _SECRETS else self.inner.format(record)
 
 
 class _DropColorMessage(logging.Filter):
@@ -49,19 +54,18 @@ def configure_logging(
 ) -> None:
     """Route the root logger to stderr, as JSON lines (services) or text (CLI)."""
     handler = logging.StreamHandler(sys.stderr)
+    formatter: logging.Formatter
     if json:
         static = {"service": service} if service else None
-        handler.setFormatter(
-            JsonFormatter(
-                "{asctime}{levelname}{name}{message}",
-                style="{",
-                rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
-                static_fields=static,
-            )
+        formatter = JsonFormatter(
+            "{asctime}{levelname}{name}{message}",
+            style="{",
+            rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
+            static_fields=static,
         )
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
-    handler.addFilter(RedactingFilter())
+        formatter = logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    handler.setFormatter(RedactingFormatter(formatter))
     handler.addFilter(_DropColorMessage())
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -14,6 +14,7 @@ from collections.abc import Generator, Iterable, Mapping
 from typing import Any
 
 import uvicorn
+from pydantic import BaseModel, SecretStr
 
 from driftloop_common.app import ReadyCheck, create_app
 from driftloop_common.kafka import create_topics, make_consumer, make_producer
@@ -55,6 +56,7 @@ def build_loop(
             group_id=name,
             client_id=name,
             auto_offset_reset=settings.auto_offset_reset,
+            max_poll_interval_ms=settings.max_poll_interval_ms,
         ),
         producer=make_producer(settings.kafka, client_id=name),
         metrics=metrics or LoopMetrics(name),
@@ -79,8 +81,7 @@ async def serve(
 ) -> None:
     """Run the loop and the HTTP app until SIGTERM/SIGINT or until the loop fails."""
     topics = list(topics)
-    if settings.kafka.sasl_password:
-        redact(settings.kafka.sasl_password.get_secret_value())
+    redact(*all_secrets(settings))
     await create_topics(settings.kafka, [*topics, *(dlq(t) for t in topics)], with_dlq=False)
     loop = build_loop(
         settings, topics=topics, decode=decode, handle=handle, metrics=metrics, **hooks
@@ -114,7 +115,10 @@ async def serve(
     for sig in (signal.SIGTERM, signal.SIGINT):
         aio.add_signal_handler(sig, shutdown, sig)
 
-    http_task = asyncio.create_task(server.serve(), name="http")
+    # Bind first: a port in use fails here, before the loop consumes anything.
+    sock = server.config.bind_socket()
+    http_task = asyncio.create_task(server.serve(sockets=[sock]), name="http")
+    http_task.add_done_callback(lambda _: loop.stop())  # no HTTP, no service
     log.info(
         "%s consuming %s from %s; HTTP on %s:%s",
         settings.service_name,
@@ -131,6 +135,18 @@ async def serve(
         for sig in (signal.SIGTERM, signal.SIGINT):
             aio.remove_signal_handler(sig)
         log.info("%s stopped", settings.service_name)
+
+
+def all_secrets(model: BaseModel) -> list[str]:
+    """Every `SecretStr` value anywhere in the settings, for the log redactor."""
+    found: list[str] = []
+    for name in type(model).model_fields:
+        value = getattr(model, name)
+        if isinstance(value, SecretStr):
+            found.append(value.get_secret_value())
+        elif isinstance(value, BaseModel):
+            found += all_secrets(value)
+    return found
 
 
 def run_service(settings: ServiceSettings, **kwargs: Any) -> None:

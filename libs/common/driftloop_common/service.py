@@ -18,6 +18,7 @@ current message, commits and returns.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -26,9 +27,10 @@ from datetime import UTC, datetime
 from typing import Any, Generic, Protocol, TypeVar
 
 from aiokafka import ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import CommitFailedError, KafkaError
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from tenacity import (
     AsyncRetrying,
+    retry_if_exception_type,
     retry_if_not_exception_type,
     stop_after_attempt,
     wait_exponential_jitter,
@@ -94,11 +96,22 @@ class LoopState:
         return time.monotonic() - self.heartbeat if self.heartbeat else float("inf")
 
 
+MAX_REASON_CHARS = 2000
+"""A validation error over a huge payload can list thousands of problems: keep the first."""
+
+
+def short_reason(error: Exception) -> str:
+    reason = str(error)
+    if len(reason) <= MAX_REASON_CHARS:
+        return reason
+    return reason[:MAX_REASON_CHARS] + f"… ({len(reason) - MAX_REASON_CHARS} more characters)"
+
+
 def dlq_headers(record: Record, error: PermanentError, service: str) -> list[tuple[str, bytes]]:
     """Why a message was dead-lettered and where it came from, next to its original bytes."""
     return [
         *[(k, v) for k, v in (record.headers or ()) if not k.startswith("dlq.")],
-        ("dlq.reason", str(error).encode()),
+        ("dlq.reason", short_reason(error).encode()),
         ("dlq.reason_code", error.code.encode()),
         ("dlq.source_topic", record.topic.encode()),
         ("dlq.source_partition", str(record.partition).encode()),
@@ -147,6 +160,9 @@ class ServiceLoop(Generic[T]):
         self._handled: dict[TopicPartition, int] = {}  # offset after the last handled record
         self._committed: dict[TopicPartition, int] = {}
         self._position: dict[TopicPartition, int] = {}  # next offset to handle (for the lag)
+        self._live: set[TopicPartition] = set()  # owned now; a revoke empties it at once
+        self._floors: dict[TopicPartition, int | None] | None = None  # frozen during a flush
+        self._processing = asyncio.Lock()  # a revoke waits for the in-flight record
         self._stop = asyncio.Event()
 
     # ------------------------------------------------------------ lifecycle
@@ -181,16 +197,27 @@ class ServiceLoop(Generic[T]):
         try:
             for tp, records in batch.items():
                 for record in records:
-                    if self._stop.is_set() or not self._owns(tp):
-                        break  # an unhandled record is redelivered after the restart/rebalance
-                    await self._process(tp, record)
+                    if self._stop.is_set():
+                        break  # an unhandled record is redelivered after the restart
+                    async with self._processing:
+                        if tp not in self._live:
+                            break  # revoked mid-batch: the new owner handles the rest
+                        await self._process(tp, record)
+                    self._beat()
             if self.flush is not None:
-                flush = self.flush
-                outputs = await self._with_retries(flush, {"flush": True})
-                await self._with_retries(lambda: self._publish(outputs), {"flush": True})
+                await self._flush(self.flush)
         finally:
             await self._commit()
         self._update_lag()
+
+    async def _flush(self, flush: Flush) -> None:
+        """Publish what the service buffered. The commit floors are frozen first: if the
+        publish fails, the buffered messages' offsets must stay uncommitted."""
+        if self.commit_floor is not None:
+            self._floors = {tp: self.commit_floor(tp) for tp in self._handled}
+        outputs = await self._with_retries(flush, {"flush": True})
+        await self._with_retries(lambda: self._publish(outputs), {"flush": True})
+        self._floors = None
 
     # ------------------------------------------------------------ one record
     async def _process(self, tp: TopicPartition, record: Record) -> None:
@@ -207,7 +234,9 @@ class ServiceLoop(Generic[T]):
         except PermanentError as exc:
             error = exc
             self.metrics.exceptions.labels(type(error).__name__).inc()
-            log.warning("dead-lettering: %s", error, extra={**context, "reason": error.code})
+            log.warning(
+                "dead-lettering: %s", short_reason(error), extra={**context, "reason": error.code}
+            )
             await self._with_retries(lambda: self._dead_letter(record, error), context)
             status = "dlq"
         self._handled[tp] = self._position[tp] = record.offset + 1
@@ -229,7 +258,8 @@ class ServiceLoop(Generic[T]):
             wait=wait_exponential_jitter(
                 multiplier=self.retry.initial_backoff_s, max=self.retry.max_backoff_s
             ),
-            retry=retry_if_not_exception_type(PermanentError),
+            # Exception only: a cancelled task (BaseException) must stop, not be retried.
+            retry=retry_if_exception_type(Exception) & retry_if_not_exception_type(PermanentError),
             before_sleep=before_sleep,
             reraise=True,
         )
@@ -253,20 +283,23 @@ class ServiceLoop(Generic[T]):
             ]
             await asyncio.gather(*pending)
         except KafkaError as exc:
-            raise RetryableError(f"producing failed: {exc!r}") from exc
+            raise _translate(exc, "producing the outputs") from exc
         for event in events:
             self.metrics.published.labels(self.route(event)).inc()
 
     async def _dead_letter(self, record: Record, error: PermanentError) -> None:
         topic = dlq(record.topic)
+        headers = dlq_headers(record, error, self.service)
+        value = record.value if record.value is not None else b""
         try:
-            future = await self.producer.send(
-                topic,
-                record.value if record.value is not None else b"",
-                key=record.key,
-                headers=dlq_headers(record, error, self.service),
-            )
-            await future
+            try:
+                await (await self.producer.send(topic, value, key=record.key, headers=headers))
+            except KafkaError as exc:
+                if exc.retriable:
+                    raise
+                # Too large (or otherwise unsendable) as it is: keep the reason, drop the bytes.
+                headers.append(("dlq.value_dropped", repr(exc).encode()))
+                await (await self.producer.send(topic, b"", key=record.key, headers=headers))
         except KafkaError as exc:
             raise RetryableError(f"producing to {topic} failed: {exc!r}") from exc
         self.metrics.dead_lettered.labels(record.topic, error.code).inc()
@@ -279,8 +312,13 @@ class ServiceLoop(Generic[T]):
         chosen = set(partitions) if partitions is not None else set(self._handled)
         offsets: dict[TopicPartition, int] = {}
         for tp in chosen & set(self._handled):
+            if tp not in self._live:
+                continue  # no longer ours: committing it would fail; its new owner re-reads
             target = self._handled[tp]
-            floor = self.commit_floor(tp) if self.commit_floor is not None else None
+            if self._floors is not None:
+                floor = self._floors.get(tp)
+            else:
+                floor = self.commit_floor(tp) if self.commit_floor is not None else None
             if floor is not None:
                 target = min(target, floor)
             if target > self._committed.get(tp, -1):
@@ -293,16 +331,12 @@ class ServiceLoop(Generic[T]):
         try:
             await self.consumer.commit(offsets)
             self._committed.update(offsets)
-        except CommitFailedError as exc:
-            # Expected after a rebalance: the new owner gets these messages again and the
+        except (CommitFailedError, IllegalStateError) as exc:
+            # Expected around a rebalance: the new owner gets these messages again and the
             # handlers are idempotent.
             log.warning("commit failed after a rebalance; messages will be redelivered: %s", exc)
         except KafkaError as exc:
             raise RetryableError(f"commit failed: {exc!r}") from exc
-
-    def _owns(self, tp: TopicPartition) -> bool:
-        assignment = self.consumer.assignment()
-        return tp in assignment
 
     def _beat(self) -> None:
         self.state.heartbeat = time.monotonic()
@@ -317,6 +351,14 @@ class ServiceLoop(Generic[T]):
                 self.metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(lag)
 
 
+def _translate(exc: KafkaError, doing: str) -> Exception:
+    """A retriable Kafka error may succeed later; any other (too large, not authorized,
+    invalid topic) never will, so the input goes to the DLQ instead of crash-looping."""
+    if exc.retriable:
+        return RetryableError(f"{doing} failed: {exc!r}")
+    return PermanentError(f"{doing} failed for good: {exc!r}", code="unpublishable")
+
+
 class _Rebalance(ConsumerRebalanceListener):
     """Commits handled offsets before partitions move; records the assignment for /readyz."""
 
@@ -324,13 +366,20 @@ class _Rebalance(ConsumerRebalanceListener):
         self.loop = loop
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
-        await self.loop._commit(revoked)
-        for tp in revoked:
-            self.loop._handled.pop(tp, None)
-            self.loop._committed.pop(tp, None)
-        self.loop.state.assignment -= set(revoked)
+        loop = self.loop
+        async with loop._processing:  # let the in-flight record finish first
+            await loop._commit(revoked)
+            for tp in revoked:
+                loop._live.discard(tp)
+                loop._handled.pop(tp, None)
+                loop._committed.pop(tp, None)
+                loop._position.pop(tp, None)
+                with contextlib.suppress(KeyError):
+                    loop.metrics.consumer_lag.remove(tp.topic, str(tp.partition))
+        loop.state.assignment -= set(revoked)
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
+        self.loop._live |= set(assigned)
         if self.loop.on_assigned is not None:
             await self.loop.on_assigned(self.loop.consumer, set(assigned))
         self.loop.state.assignment = set(self.loop.consumer.assignment())

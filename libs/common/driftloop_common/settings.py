@@ -133,6 +133,7 @@ class ServiceSettings(BaseSettings):
     heartbeat_max_age_s: float = Field(default=30.0, gt=0)
     poll_timeout_ms: int = Field(default=1000, gt=0)
     max_batch_records: int = Field(default=500, gt=0)
+    max_poll_interval_ms: int = Field(default=300_000, gt=0)  # longest gap between polls
     retry_attempts: int = Field(default=5, ge=1)
     retry_max_backoff_s: float = Field(default=30.0, gt=0)
     auto_offset_reset: str = Field(default="earliest", pattern="^(earliest|latest)$")
