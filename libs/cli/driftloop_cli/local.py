@@ -25,6 +25,7 @@ from driftloop_common.local_kafka import LocalKafka, free_port, state_root
 from driftloop_common.settings import KafkaSettings
 
 SERVICES: dict[str, str] = {
+    "collector": "driftloop_collector.__main__",
     "auditor": "driftloop_auditor.__main__",
     "drift-monitor": "driftloop_drift_monitor.__main__",
 }

@@ -74,6 +74,9 @@ commits past it, so after a crash that state is rebuilt by re-reading Kafka."""
 OnAssigned = Callable[[Any, set[TopicPartition]], Awaitable[None]]
 """Called with the consumer when partitions are assigned (e.g. to seek by timestamp)."""
 
+OnRevoked = Callable[[set[TopicPartition]], Awaitable[None]]
+"""Called after the revoked partitions' offsets were committed: forget their state."""
+
 
 @dataclass(frozen=True)
 class RetryPolicy:
@@ -141,6 +144,7 @@ class ServiceLoop(Generic[T]):
         flush: Flush | None = None,
         commit_floor: CommitFloor | None = None,
         on_assigned: OnAssigned | None = None,
+        on_revoked: OnRevoked | None = None,
     ) -> None:
         self.service = service
         self.topics = list(topics)
@@ -156,6 +160,7 @@ class ServiceLoop(Generic[T]):
         self.flush = flush
         self.commit_floor = commit_floor
         self.on_assigned = on_assigned
+        self.on_revoked = on_revoked
         self.state = LoopState()
         self._handled: dict[TopicPartition, int] = {}  # offset after the last handled record
         self._committed: dict[TopicPartition, int] = {}
@@ -376,6 +381,8 @@ class _Rebalance(ConsumerRebalanceListener):
                 loop._position.pop(tp, None)
                 with contextlib.suppress(KeyError):
                     loop.metrics.consumer_lag.remove(tp.topic, str(tp.partition))
+            if loop.on_revoked is not None:
+                await loop.on_revoked(set(revoked))
         loop.state.assignment -= set(revoked)
 
     async def on_partitions_assigned(self, assigned: Any) -> None:

@@ -1,0 +1,366 @@
+"""The interaction store: embedded interactions as Parquet on any fsspec URL.
+
+Layout (Hive-style, readable by pyarrow, DuckDB, Spark…)::
+
+    <url>/language=en-us/day=2026-11-24/part-20261124T200000123456-<uuid>.parquet
+
+`day` is the UTC date of `completed_at`. The partition values live in the path only, as
+Hive tables do; `read` adds `language` back as a column.
+
+Writers never touch an existing file: each `append` writes one new file per partition with
+a unique name, so any number of collectors can write at once. On a local disk the file is
+written under a hidden temporary name and renamed (atomic); object stores publish an
+object only once its upload completes, so there it is written in place.
+
+Readers list only the day folders of the window they ask for (partition pruning: other
+days are neither listed nor opened).
+
+At-least-once delivery means the collector may store the same conversation twice. Rows are
+never rewritten; instead every read de-duplicates by `conversation_id`, keeping the row
+with the latest `ingested_at` (a redelivery may carry a label the first copy lacked).
+A redelivered message has the same `completed_at`, hence lands in the same partition as
+the first copy, so de-duplicating within the rows read is enough.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import uuid
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import fsspec
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+from fsspec.implementations.local import LocalFileSystem
+
+from driftloop_common.encoder import EMBEDDING_DIM
+from driftloop_common.errors import PermanentError, RetryableError
+from driftloop_common.events import EncoderInfo, InteractionEmbedded
+
+
+def _schema(dim: int) -> pa.Schema:
+    """The columns `read` returns, in order.
+
+    `embedding` is a fixed_size_list: the schema itself enforces the dimension (a vector of
+    the wrong length cannot be written), there are no per-row offsets, and a column turns
+    into an `(n, dim)` array without copying row by row (`embedding_matrix`).
+    """
+    utc_us = pa.timestamp("us", tz="UTC")
+    return pa.schema(
+        [
+            pa.field("conversation_id", pa.string(), nullable=False),
+            pa.field("text", pa.string()),
+            pa.field("language", pa.string(), nullable=False),
+            pa.field("completed_at", utc_us, nullable=False),
+            pa.field("label", pa.string()),
+            pa.field("queue", pa.string()),
+            pa.field("media_type", pa.string()),
+            pa.field("encoder_id", pa.string(), nullable=False),
+            pa.field("encoder_precision", pa.string(), nullable=False),
+            pa.field("embedding", pa.list_(pa.float32(), dim), nullable=False),
+            pa.field("ingested_at", utc_us, nullable=False),
+        ]
+    )
+
+
+SCHEMA = _schema(EMBEDDING_DIM)
+"""The store's columns for the default encoder (all-MiniLM-L6-v2, 384 dimensions)."""
+
+_LANGUAGE = re.compile(r"^[a-z]{2,3}(-[a-z0-9]{2,8})?$")
+
+
+def embedding_matrix(table: pa.Table) -> np.ndarray:
+    """The `embedding` column of a `read` result as an `(n, dim)` float32 array."""
+    column = table.column("embedding").combine_chunks()
+    return column.flatten().to_numpy().reshape(len(column), column.type.list_size)
+
+
+class InteractionStore:
+    """Append and read embedded interactions under `url` (a path or any fsspec URL).
+
+    `clock` stamps `ingested_at` (injectable for tests and replays).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        dim: int = EMBEDDING_DIM,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        storage_options: dict[str, Any] | None = None,
+    ) -> None:
+        self.url = url
+        self.fs, self.root = fsspec.core.url_to_fs(url, **(storage_options or {}))
+        self.root = self.root.rstrip("/")
+        self.dim = dim
+        self.schema = _schema(dim)
+        self._file_schema = self.schema.remove(self.schema.get_field_index("language"))
+        self._clock = clock
+
+    # ------------------------------------------------------------------ write
+
+    def append(self, rows: Iterable[InteractionEmbedded]) -> list[str]:
+        """Store `rows`: one new Parquet file per (language, day); returns their URLs.
+
+        A conversation that appears twice in `rows` is stored once (the last copy wins).
+        Raises `PermanentError` for a row that can never be stored (bad language tag,
+        wrong embedding length) and `RetryableError` when the storage fails. A failed call
+        may have written some of its partitions; calling it again is safe, because reads
+        de-duplicate.
+        """
+        latest = {row.conversation_id: row for row in rows}
+        if not latest:
+            return []
+        ingested_at = self._clock()
+        partitions: dict[tuple[str, str], list[InteractionEmbedded]] = defaultdict(list)
+        for row in latest.values():
+            self._check(row)
+            day = row.completed_at.astimezone(UTC).date().isoformat()
+            partitions[(_language(row.language), day)].append(row)
+        stamp = ingested_at.astimezone(UTC).strftime("%Y%m%dT%H%M%S%f")
+        written = []
+        with self._storage_errors("write to"):
+            for (language, day), part in sorted(partitions.items()):
+                folder = self._day_folder(language, day)
+                path = f"{folder}/part-{stamp}-{uuid.uuid4().hex}.parquet"
+                self._write(self._table(part, ingested_at), folder, path)
+                written.append(self.fs.unstrip_protocol(path))
+        return written
+
+    def _check(self, row: InteractionEmbedded) -> None:
+        if len(row.embedding) != self.dim:
+            raise PermanentError(
+                f"conversation {row.conversation_id}: embedding has {len(row.embedding)} "
+                f"dimensions, the store holds {self.dim}",
+                code="embedding_dimension",
+            )
+
+    def _table(self, rows: list[InteractionEmbedded], ingested_at: datetime) -> pa.Table:
+        vectors = np.asarray([row.embedding for row in rows], dtype=np.float32).reshape(-1)
+        columns = {
+            "conversation_id": [row.conversation_id for row in rows],
+            "text": [row.text for row in rows],
+            "completed_at": [row.completed_at for row in rows],
+            "label": [row.label for row in rows],
+            "queue": [row.queue for row in rows],
+            "media_type": [row.media_type for row in rows],
+            "encoder_id": [row.encoder.id for row in rows],
+            "encoder_precision": [row.encoder.precision for row in rows],
+            "embedding": pa.FixedSizeListArray.from_arrays(pa.array(vectors), self.dim),
+            "ingested_at": [ingested_at] * len(rows),
+        }
+        table = pa.table(columns, schema=self._file_schema)
+        # Sorted rows give tight row-group statistics for time filters.
+        return table.sort_by("completed_at")
+
+    def _write(self, table: pa.Table, folder: str, path: str) -> None:
+        self.fs.makedirs(folder, exist_ok=True)
+        if not isinstance(self.fs, LocalFileSystem):
+            with self.fs.open(path, "wb") as f:
+                pq.write_table(table, f)
+            return
+        # A leading dot hides the partial file from readers (pyarrow, Spark and `read`).
+        tmp = f"{folder}/.{path.rsplit('/', 1)[1]}.tmp"
+        try:
+            with self.fs.open(tmp, "wb") as f:
+                pq.write_table(table, f)
+            self.fs.mv(tmp, path)
+        finally:
+            if self.fs.exists(tmp):
+                self.fs.rm(tmp)
+
+    # ------------------------------------------------------------------- read
+
+    def read(
+        self,
+        language: str,
+        start: datetime,
+        end: datetime,
+        *,
+        columns: Sequence[str] | None = None,
+        encoder: EncoderInfo | None = None,
+        labelled_only: bool = False,
+    ) -> pa.Table:
+        """Rows of `language` with `start <= completed_at < end`, oldest first.
+
+        Returns a `pyarrow.Table` (not pandas) so embeddings stay one contiguous
+        fixed-size-list column (`embedding_matrix` makes it an array without copying
+        row by row) and types stay exact; `.to_pandas()` is one call away.
+
+        `encoder` keeps only vectors of that encoder id *and* precision. Duplicates of a
+        conversation are reduced to the latest ingested copy before `labelled_only`
+        drops unlabelled rows, so a relabelled conversation is judged by its latest copy.
+        """
+        start, end = _utc(start, "start"), _utc(end, "end")
+        if end < start:
+            raise ValueError(f"end {end.isoformat()} is before start {start.isoformat()}")
+        language = _language(language)
+        days = _days(start, end)
+        window = (ds.field("completed_at") >= start) & (ds.field("completed_at") < end)
+        with self._storage_errors("read from"):
+            files = [f for day in days for f in self._files(language, day)]
+            table = self._scan(files, window, encoder, columns, labelled_only)
+        return self._finish(table, language, columns, labelled_only)
+
+    def embeddings(
+        self,
+        language: str,
+        start: datetime,
+        end: datetime,
+        *,
+        encoder: EncoderInfo,
+        labelled_only: bool = False,
+    ) -> np.ndarray:
+        """The window's embeddings as an `(n, dim)` float32 array, oldest first.
+
+        `encoder` is required: vectors of different encoders or precisions are not comparable.
+        """
+        table = self.read(
+            language,
+            start,
+            end,
+            columns=["embedding"],
+            encoder=encoder,
+            labelled_only=labelled_only,
+        )
+        return embedding_matrix(table)
+
+    def oldest(
+        self,
+        language: str,
+        n: int,
+        *,
+        columns: Sequence[str] | None = None,
+        encoder: EncoderInfo | None = None,
+    ) -> pa.Table:
+        """The `n` oldest rows of `language` (fewer if the store has fewer), oldest first.
+
+        Bootstraps a drift baseline before any model exists. Reads day folders from the
+        first one on and stops as soon as it has `n` rows.
+        """
+        if n < 0:
+            raise ValueError(f"n must be >= 0, got {n}")
+        language = _language(language)
+        found = None
+        with self._storage_errors("read from"):
+            for day in self._days_stored(language):
+                part = self._scan(self._files(language, day), None, encoder, columns, False)
+                found = part if found is None else pa.concat_tables([found, part])
+                found = _latest_copies(found)
+                if found.num_rows >= n:
+                    break
+        if found is None:
+            found = self._scan([], None, encoder, columns, False)
+        return self._finish(found, language, columns, False).slice(0, n)
+
+    # -------------------------------------------------------------- internals
+
+    def _day_folder(self, language: str, day: str) -> str:
+        return f"{self.root}/language={language}/day={day}"
+
+    def _files(self, language: str, day: str) -> list[str]:
+        return sorted(self.fs.glob(f"{self._day_folder(language, day)}/*.parquet"))
+
+    def _days_stored(self, language: str) -> list[str]:
+        try:
+            entries = self.fs.ls(f"{self.root}/language={language}", detail=False)
+        except FileNotFoundError:
+            return []
+        names = (entry.rstrip("/").rsplit("/", 1)[-1] for entry in entries)
+        return sorted(name.removeprefix("day=") for name in names if name.startswith("day="))
+
+    def _scan(
+        self,
+        files: list[str],
+        window: ds.Expression | None,
+        encoder: EncoderInfo | None,
+        columns: Sequence[str] | None,
+        labelled_only: bool,
+    ) -> pa.Table:
+        wanted = self._file_schema.names if columns is None else self._columns(columns)
+        needed = {"conversation_id", "completed_at", "ingested_at"}
+        if labelled_only:
+            needed.add("label")
+        names = [name for name in self._file_schema.names if name in needed or name in wanted]
+        condition = window
+        if encoder is not None:
+            same = (ds.field("encoder_id") == encoder.id) & (
+                ds.field("encoder_precision") == encoder.precision
+            )
+            condition = same if condition is None else condition & same
+        dataset = ds.dataset(files, schema=self._file_schema, format="parquet", filesystem=self.fs)
+        return _latest_copies(dataset.to_table(columns=names, filter=condition))
+
+    def _columns(self, columns: Sequence[str]) -> list[str]:
+        unknown = sorted(set(columns) - set(self.schema.names))
+        if unknown:
+            raise ValueError(f"unknown columns {unknown}; the store has {self.schema.names}")
+        return [name for name in columns if name != "language"]
+
+    def _finish(
+        self,
+        table: pa.Table,
+        language: str,
+        columns: Sequence[str] | None,
+        labelled_only: bool,
+    ) -> pa.Table:
+        if labelled_only:
+            table = table.filter(pc.is_valid(table.column("label")))
+        table = table.sort_by([("completed_at", "ascending"), ("conversation_id", "ascending")])
+        language_column = pa.array([language] * table.num_rows, pa.string())
+        table = table.append_column(self.schema.field("language"), language_column)
+        return table.select(list(self.schema.names if columns is None else columns))
+
+    @contextlib.contextmanager
+    def _storage_errors(self, action: str) -> Iterator[None]:
+        """Storage failures (network, permissions, full disk) may pass: retry later."""
+        try:
+            yield
+        except OSError as exc:
+            raise RetryableError(
+                f"cannot {action} the interaction store {self.url}: {exc}"
+            ) from exc
+
+
+def _latest_copies(table: pa.Table) -> pa.Table:
+    """One row per conversation_id: the one with the latest `ingested_at`."""
+    if table.num_rows == 0:
+        return table
+    order = pc.sort_indices(
+        table, [("conversation_id", "ascending"), ("ingested_at", "descending")]
+    )
+    ids = table.column("conversation_id").take(order).to_numpy(zero_copy_only=False)
+    first = np.ones(len(ids), dtype=bool)
+    first[1:] = ids[1:] != ids[:-1]
+    return table.take(order.filter(pa.array(first)))
+
+
+def _language(value: str) -> str:
+    """The partition value: a lower-case BCP 47 tag (also keeps `/` and `..` out of paths)."""
+    tag = value.strip().lower().replace("_", "-")
+    if not _LANGUAGE.match(tag):
+        raise PermanentError(
+            f"language must be a BCP 47 tag such as 'en-us', got {value!r}", code="language"
+        )
+    return tag
+
+
+def _utc(moment: datetime, name: str) -> datetime:
+    if moment.tzinfo is None:
+        raise ValueError(f"{name} must be timezone-aware, got {moment.isoformat()}")
+    return moment.astimezone(UTC)
+
+
+def _days(start: datetime, end: datetime) -> list[str]:
+    """The UTC days that rows of `[start, end)` can fall on."""
+    if end <= start:
+        return []
+    first, last = start.date(), (end - timedelta(microseconds=1)).date()
+    return [(first + timedelta(days=i)).isoformat() for i in range((last - first).days + 1)]

@@ -1,0 +1,29 @@
+from __future__ import annotations
+
+from pydantic import Field
+
+from driftloop_common.events import ModelType
+from driftloop_common.local_kafka import state_root
+from driftloop_common.settings import ServiceSettings
+
+
+def _default_store() -> str:
+    return str(state_root() / "store")
+
+
+class CollectorSettings(ServiceSettings):
+    """`DRIFTLOOP_…` variables; see the README's configuration table."""
+
+    service_name: str = "collector"
+    http_port: int = 8300
+    languages: frozenset[str] = frozenset({"en-us", "es-es"})
+    model_types: tuple[ModelType, ...] = (ModelType.INTENT,)  # keys published per interaction
+    store_url: str = Field(default_factory=_default_store)
+    encoder_precision: str = Field(default="fp32", pattern="^(fp32|int8)$")
+    encoder_batch_size: int = Field(default=64, gt=0)
+    encoder_threads: int | None = Field(default=None, gt=0)
+    wrapup_wait_s: float = Field(default=60.0, gt=0)
+    settle_s: float = Field(default=5.0, ge=0)
+    max_wait_s: float = Field(default=1800.0, gt=0)
+    max_open: int = Field(default=10_000, gt=0)
+    wrapup_labels: dict[str, str] | None = None  # Genesys wrap-up code id → label name

