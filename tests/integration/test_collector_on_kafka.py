@@ -57,10 +57,12 @@ async def test_genesys_events_become_embedded_interactions_and_store_rows(
     records = list(
         kafka_records(interactions, OutputFormat.GENESYS_EVENTBRIDGE, shuffle_window=15, seed=3)
     )
-    bad = json.dumps({  # a real Genesys topic the collector has no use for
-        "detail-type": "v2.users.{id}.presence",
-        "detail": {"topicName": "v2.users.0b1c.presence", "eventBody": {"id": "0b1c"}},
-    }).encode()
+    bad = json.dumps(
+        {  # a real Genesys topic the collector has no use for
+            "detail-type": "v2.users.{id}.presence",
+            "detail": {"topicName": "v2.users.0b1c.presence", "eventBody": {"id": "0b1c"}},
+        }
+    ).encode()
 
     embedded = AIOKafkaConsumer(
         topics.INTERACTIONS_EMBEDDED,
