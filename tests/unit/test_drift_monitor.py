@@ -153,3 +153,30 @@ def test_decisions_are_deterministic_for_a_replay(baseline) -> None:
     replay = monitor(baseline)
     second = replay.observe(events[:700]) + replay.observe(events[700:])
     assert [e.event_id for e in first] == [e.event_id for e in second]
+
+
+def test_without_a_champion_the_oldest_stored_rows_become_the_baseline(tmp_path) -> None:
+    from driftloop_common.store import InteractionStore
+    from driftloop_drift_monitor.baselines import StoreBaselineSource
+
+    rng = np.random.default_rng(10)
+    store = InteractionStore(str(tmp_path / "store"))
+    vectors = rng.normal(size=(1500, 384)).astype(np.float32)
+    store.append(
+        InteractionEmbedded(
+            conversation_id=f"c{i}",
+            language="en-us",
+            completed_at=T0 + timedelta(minutes=i),
+            embedding=vectors[i].tolist(),
+            encoder=ENCODER,
+            label="early" if i < 1200 else "late",
+        )
+        for i in range(1500)
+    )
+    config = MonitorConfig(bootstrap_rows=1200)
+    source = StoreBaselineSource(str(tmp_path / "store"), config, ENCODER)
+    baseline = source.load(EN)
+    assert baseline is not None
+    assert baseline.source == "bootstrap: oldest 1200 rows of en-us in the store"
+    assert baseline.label_set == {"early"}  # only the oldest rows
+    assert source.load(ModelKey.parse("intent/es-es")) is None  # nothing stored for Spanish

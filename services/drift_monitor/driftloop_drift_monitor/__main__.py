@@ -19,7 +19,9 @@ from prometheus_client import Counter, Gauge
 
 from driftloop_common import topics
 from driftloop_common.drift.detect import DetectorConfig
+from driftloop_common.encoder import MODEL_ID
 from driftloop_common.events import (
+    EncoderInfo,
     Event,
     InteractionEmbeddedEvent,
     ModelPromotedEvent,
@@ -31,7 +33,11 @@ from driftloop_common.metrics import LoopMetrics
 from driftloop_common.runtime import run_service
 from driftloop_common.service import Record
 from driftloop_common.settings import KafkaSettings, load_settings
-from driftloop_drift_monitor.baselines import ChainedBaselineSource, MlflowBaselineSource
+from driftloop_drift_monitor.baselines import (
+    ChainedBaselineSource,
+    MlflowBaselineSource,
+    StoreBaselineSource,
+)
 from driftloop_drift_monitor.monitor import SERVICE, BaselineSource, DriftMonitor, MonitorConfig
 from driftloop_drift_monitor.settings import DriftMonitorSettings
 
@@ -210,6 +216,9 @@ def main() -> None:
     sources: list[BaselineSource] = []
     if settings.mlflow is not None:
         sources.append(MlflowBaselineSource(settings.mlflow.tracking_uri))
+    if settings.store_url is not None:
+        encoder = EncoderInfo(id=MODEL_ID, precision=settings.encoder_precision)
+        sources.append(StoreBaselineSource(settings.store_url, monitor_config(settings), encoder))
     service = DriftMonitorService(settings, ChainedBaselineSource(*sources))
     since = datetime.now(UTC) - timedelta(hours=max(settings.cooldown_hours, 1))
     restored = asyncio.run(restore_history(settings.kafka, service.monitor, since))

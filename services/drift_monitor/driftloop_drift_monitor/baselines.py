@@ -11,10 +11,10 @@ from __future__ import annotations
 import logging
 import tempfile
 
-from driftloop_common.drift.baseline import ARTIFACT_PATH, DriftBaseline
+from driftloop_common.drift.baseline import ARTIFACT_PATH, DriftBaseline, build_baseline
 from driftloop_common.errors import RetryableError
-from driftloop_common.events import ModelKey
-from driftloop_drift_monitor.monitor import BaselineSource
+from driftloop_common.events import EncoderInfo, ModelKey
+from driftloop_drift_monitor.monitor import BaselineSource, MonitorConfig
 
 log = logging.getLogger(__name__)
 CHAMPION = "champion"
@@ -47,6 +47,54 @@ class MlflowBaselineSource(BaselineSource):
                 return None
             baseline = DriftBaseline.load(path)
         return baseline.with_source(f"{name} v{version.version}")
+
+
+class StoreBaselineSource(BaselineSource):
+    """No champion yet: the oldest interactions of the key's language in the store."""
+
+    def __init__(
+        self, store_url: str, config: MonitorConfig, encoder: EncoderInfo, min_rows: int = 1000
+    ) -> None:
+        self.store_url = store_url
+        self.config = config
+        self.encoder = encoder
+        self.min_rows = min_rows
+
+    def load(self, key: ModelKey) -> DriftBaseline | None:
+        from driftloop_common.store import InteractionStore, embedding_matrix
+
+        store = InteractionStore(self.store_url)
+        table = store.oldest(
+            key.language,
+            self.config.bootstrap_rows,
+            columns=["embedding", "label"],
+            encoder=self.encoder,
+        )
+        if table.num_rows < self.min_rows:
+            log.info(
+                "store %s has %d rows of %s: too few to bootstrap a baseline",
+                self.store_url,
+                table.num_rows,
+                key.language,
+            )
+            return None
+        labels = table.column("label").to_pylist()
+        baseline = build_baseline(
+            embedding_matrix(table),
+            encoder=self.encoder,
+            labels=labels if all(label is not None for label in labels) else None,
+            bins=self.config.bins,
+            variance=self.config.pca_variance,
+            max_components=self.config.max_components,
+            raw_dimensions=self.config.raw_dimensions,
+            source=f"bootstrap: oldest {table.num_rows} rows of {key.language} in the store",
+        )
+        log.warning(
+            "no champion baseline for %s: bootstrapped from the %d oldest stored rows",
+            key,
+            table.num_rows,
+        )
+        return baseline
 
 
 class ChainedBaselineSource(BaselineSource):

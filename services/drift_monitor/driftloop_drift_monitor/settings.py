@@ -24,4 +24,5 @@ class DriftMonitorSettings(ServiceSettings):
     raw_dimensions: bool = False
     bootstrap_rows: int = Field(default=5000, gt=0)
     store_url: str | None = None  # interaction store, to bootstrap a baseline without champion
+    encoder_precision: str = Field(default="fp32", pattern="^(fp32|int8)$")  # of the baseline
     mlflow: MlflowSettings | None = None  # the champion's baseline artifact lives there
