@@ -383,7 +383,7 @@ def replay(
     with _progress() as progress:
         task = progress.add_task(f"publishing to {topic}", total=total)
         try:
-            sent = _publish(
+            sent = publish_records(
                 records,
                 kafka_io.kafka_settings(server),
                 topic,
@@ -520,7 +520,7 @@ def _keyed(lines: Iterable[bytes], name: str) -> Iterator[tuple[bytes, bytes]]:
         yield key, value
 
 
-def _publish(
+def publish_records(
     records: Iterable[tuple[bytes, bytes]],
     settings: KafkaSettings,
     topic: str,

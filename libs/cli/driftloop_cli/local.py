@@ -12,17 +12,30 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
+from aiokafka import AIOKafkaConsumer
 from rich.console import Console
 
-from driftloop_common.errors import RetryableError
+from driftloop_cli.generate import publish_records
+from driftloop_common import topics
+from driftloop_common.errors import DriftloopError, RetryableError
+from driftloop_common.events import DriftDetectedEvent, TrainingRequestedEvent, decode_event
 from driftloop_common.kafka import create_topics
 from driftloop_common.local_kafka import LocalKafka, free_port, state_root
 from driftloop_common.settings import KafkaSettings
+from driftloop_synthetic import (
+    DriftSpec,
+    GeneratorConfig,
+    OutputFormat,
+    generate,
+    kafka_records,
+)
 
 SERVICES: dict[str, str] = {
     "collector": "driftloop_collector.__main__",
@@ -44,11 +57,20 @@ class RunningService:
         return f"http://127.0.0.1:{self.port}"
 
 
+LOCAL_DEFAULTS = {
+    # Every service of a local run shares one interaction store; a small bootstrap lets
+    # the drift-monitor judge drift before any champion exists.
+    "DRIFTLOOP_STORE_URL": str(state_root() / "store"),
+    "DRIFTLOOP_BOOTSTRAP_ROWS": "2000",
+}
+
+
 def start_service(name: str, bootstrap: str, logs: Path) -> RunningService:
     port = free_port()
     logs.mkdir(parents=True, exist_ok=True)
     log_file = logs / f"{name}.log"
     env = {
+        **LOCAL_DEFAULTS,
         **os.environ,
         "DRIFTLOOP_KAFKA__BOOTSTRAP_SERVERS": bootstrap,
         "DRIFTLOOP_HTTP_PORT": str(port),
@@ -120,6 +142,103 @@ def stop_service(svc: RunningService, timeout_s: float = 20.0) -> None:
             svc.process.wait()
 
 
+def demo_config(now: datetime) -> GeneratorConfig:
+    """Six days of traffic; from day four on, a product launch shifts the intent mix."""
+    start = now - timedelta(days=6)
+    return GeneratorConfig(
+        seed=7,
+        count=6000,
+        start=start,
+        end=now,
+        spanish_share=0.3,
+        drift=(
+            DriftSpec(
+                at=start + timedelta(days=4),
+                intent_weights={"cancel_order": 0.3, "refund": 0.25, "delivery_status": 0.2},
+                product="Zephyr One",
+                product_share=0.3,
+            ),
+        ),
+    )
+
+
+def replay_demo(bootstrap: str, console: Console) -> None:
+    """Stream the demo traffic into `interactions.raw` as Genesys events."""
+    config = demo_config(datetime.now(UTC))
+    records = list(
+        kafka_records(
+            generate(config), OutputFormat.GENESYS_EVENTBRIDGE, shuffle_window=20, seed=config.seed
+        )
+    )
+    console.print(
+        f"[bold]demo:[/] replaying {config.count} conversations ({len(records)} Genesys events) "
+        "over 6 days of event time; from day 4 a product launch shifts the intent mix"
+    )
+    settings = KafkaSettings(bootstrap_servers=bootstrap)
+    publish_records(records, settings, topics.INTERACTIONS_RAW, None, on_acked=lambda: None)
+    console.print("[bold]demo:[/] replayed; the collector embeds, the drift-monitor decides…")
+
+
+class LapWatcher(threading.Thread):
+    """Prints each decision of the loop as it lands on Kafka."""
+
+    WATCHED = (
+        topics.DRIFT_DETECTED,
+        topics.TRAINING_REQUESTED,
+        topics.MODEL_TRAINED,
+        topics.MODEL_EVALUATED,
+        topics.MODEL_PROMOTED,
+        topics.MODEL_ROLLED_BACK,
+    )
+
+    def __init__(self, bootstrap: str, console: Console) -> None:
+        super().__init__(daemon=True, name="lap-watcher")
+        self.bootstrap, self.console = bootstrap, console
+        self._stop = threading.Event()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.join(timeout=5)
+
+    def run(self) -> None:
+        asyncio.run(self._watch())
+
+    async def _watch(self) -> None:
+        consumer = AIOKafkaConsumer(
+            *self.WATCHED,
+            bootstrap_servers=self.bootstrap,
+            group_id=None,
+            auto_offset_reset="latest",
+        )
+        await consumer.start()
+        try:
+            while not self._stop.is_set():
+                for records in (await consumer.getmany(timeout_ms=500)).values():
+                    for record in records:
+                        self.console.print(describe(record.value or b""), highlight=False)
+        finally:
+            await consumer.stop()
+
+
+def describe(raw: bytes) -> str:
+    """One line for a person: what happened to which model, and why."""
+    try:
+        event = decode_event(raw)
+    except DriftloopError:
+        return "(an event this version cannot read)"
+    p = event.payload
+    head = f"[{event.occurred_at:%Y-%m-%d %H:%M}] {event.model_key}"
+    if isinstance(event, DriftDetectedEvent):
+        fired = ", ".join(
+            f"{s.statistic} {s.value:.3f} > {s.null_quantile:.3f}" for s in p.scores if s.fired
+        )
+        return f"{head}  drift over {p.window_size} interactions ({fired})"
+    if isinstance(event, TrainingRequestedEvent):
+        what = f"new intent '{p.new_label}'" if p.new_label else p.reason
+        return f"{head}  → training requested ({what}) by {p.requested_by}"
+    return f"{head}  {event.event_type}"
+
+
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
@@ -130,6 +249,7 @@ def run_local(
     data_dir: Path | None,
     exit_when_ready: bool,
     console: Console,
+    demo: bool = True,
     ready_timeout_s: float = 120.0,
 ) -> int:
     # SIGTERM (systemd, `kill`, a CI runner) stops everything in order, like Ctrl-C.
@@ -139,6 +259,7 @@ def run_local(
     started_broker = broker.pid() is None
     logs = state_root() / "logs"
     services: list[RunningService] = []
+    watcher: LapWatcher | None = None
     try:
         with console.status("starting Apache Kafka (the first run fetches its jars with Maven)…"):
             bootstrap = broker.start()
@@ -161,6 +282,10 @@ def run_local(
         )
         if exit_when_ready:
             return 0
+        watcher = LapWatcher(bootstrap, console)
+        watcher.start()
+        if demo:
+            replay_demo(bootstrap, console)
         console.print("Ctrl-C stops everything.")
         while True:
             for svc in services:
@@ -177,6 +302,8 @@ def run_local(
         # A second Ctrl-C must not interrupt the clean-up and orphan services.
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+        if watcher is not None:
+            watcher.stop()
         with console.status("stopping services…"):
             for svc in services:
                 stop_service(svc)

@@ -334,12 +334,20 @@ def up(
         bool,
         typer.Option("--exit-when-ready", help="Check everything answers, then stop (smoke test)."),
     ] = False,
+    demo: Annotated[
+        bool,
+        typer.Option(help="Stream six days of synthetic Genesys traffic with a drift in it."),
+    ] = True,
 ) -> None:
-    """Run the whole loop on this machine: Kafka, topics, every service. Ctrl-C stops it."""
+    """Run the whole loop on this machine: Kafka, topics, every service. Ctrl-C stops it.
+
+    Each decision of the loop (drift, training requests, …) is printed as it happens."""
     from driftloop_cli.local import run_local
 
     try:
-        code = run_local(port=port, data_dir=data_dir, exit_when_ready=exit_when_ready, console=err)
+        code = run_local(
+            port=port, data_dir=data_dir, exit_when_ready=exit_when_ready, console=err, demo=demo
+        )
     except DriftloopError as exc:
         raise _fail(str(exc)) from exc
     raise typer.Exit(code)

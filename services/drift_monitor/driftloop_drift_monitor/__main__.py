@@ -218,7 +218,14 @@ def main() -> None:
         sources.append(MlflowBaselineSource(settings.mlflow.tracking_uri))
     if settings.store_url is not None:
         encoder = EncoderInfo(id=MODEL_ID, precision=settings.encoder_precision)
-        sources.append(StoreBaselineSource(settings.store_url, monitor_config(settings), encoder))
+        sources.append(
+            StoreBaselineSource(
+                settings.store_url,
+                monitor_config(settings),
+                encoder,
+                min_rows=settings.bootstrap_rows,  # a thin baseline calibrates badly
+            )
+        )
     service = DriftMonitorService(settings, ChainedBaselineSource(*sources))
     since = datetime.now(UTC) - timedelta(hours=max(settings.cooldown_hours, 1))
     restored = asyncio.run(restore_history(settings.kafka, service.monitor, since))
