@@ -134,8 +134,9 @@ class TextEncoder:
     def encode(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
         """Embed `texts` in input order: an `(len(texts), 384)` float32 array of unit vectors.
 
-        Batches are formed from texts sorted by length, so a batch pads to similar lengths
-        instead of to the longest text in the input; rows are put back in input order.
+        Batches are formed from texts sorted by length (characters, a cheap stand-in for
+        tokens, as sentence-transformers does), so a batch pads to similar lengths instead
+        of to the longest text in the input; rows are put back in input order.
         """
         if isinstance(texts, str):
             raise TypeError("encode() takes a sequence of texts, not one string")
