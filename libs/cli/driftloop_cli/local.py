@@ -194,10 +194,10 @@ class LapWatcher(threading.Thread):
     def __init__(self, bootstrap: str, console: Console) -> None:
         super().__init__(daemon=True, name="lap-watcher")
         self.bootstrap, self.console = bootstrap, console
-        self._stop = threading.Event()
+        self._stopping = threading.Event()
 
     def stop(self) -> None:
-        self._stop.set()
+        self._stopping.set()
         self.join(timeout=5)
 
     def run(self) -> None:
@@ -212,7 +212,7 @@ class LapWatcher(threading.Thread):
         )
         await consumer.start()
         try:
-            while not self._stop.is_set():
+            while not self._stopping.is_set():
                 for records in (await consumer.getmany(timeout_ms=500)).values():
                     for record in records:
                         self.console.print(describe(record.value or b""), highlight=False)
