@@ -169,6 +169,26 @@ async def test_shifted_key_drifts_stable_key_does_not_and_a_restart_changes_noth
         # …and the restored cooldown keeps it from asking for a second training.
         again = await requests_for(kafka_bootstrap, keys, 3)
         assert [r["event_id"] for r in again] == [first[0]["event_id"]]
+
+        # 60 labelled examples of an intent the stable key's baseline never saw.
+        unseen = embedded(stable, 60, rng, start + timedelta(hours=9, minutes=30))
+        unseen = [
+            e.model_copy(
+                update={"payload": e.payload.model_copy(update={"label": "crypto_wallet"})}
+            )
+            for e in unseen
+        ]
+        await produce(kafka_bootstrap, topics.INTERACTIONS_EMBEDDED, unseen)
+        found: list[dict] = []
+        deadline = asyncio.get_running_loop().time() + 60
+        while not found:
+            assert asyncio.get_running_loop().time() < deadline, "no new_intent request"
+            found = [
+                r
+                for r in await requests_for(kafka_bootstrap, {str(stable)}, 2)
+                if r["payload"]["reason"] == "new_intent"
+            ]
+        assert [r["payload"]["new_label"] for r in found] == ["crypto_wallet"]
     finally:
         monitor.kill()
 

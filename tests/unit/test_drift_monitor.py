@@ -127,6 +127,13 @@ def test_other_encoders_are_never_mixed_into_the_window(baseline) -> None:
     m.observe(stream(EN, 10, np.random.default_rng(7), T0))
     assert m.keys[EN].skipped_encoder == 300
     assert m.keys[EN].window.snapshot().rows == 10
+    broken = stream(EN, 5, np.random.default_rng(8), T0)
+    broken = [
+        e.model_copy(update={"payload": e.payload.model_copy(update={"embedding": [0.1] * 7})})
+        for e in broken
+    ]
+    m.observe(broken)  # a wrong dimension is skipped and counted, never a crash
+    assert m.keys[EN].skipped_dimension == 5
 
 
 def test_without_a_champion_the_first_rows_become_the_baseline() -> None:

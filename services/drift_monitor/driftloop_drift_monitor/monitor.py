@@ -76,6 +76,7 @@ class KeyState:
     new_intents_requested: set[str] = field(default_factory=set)
     last_report: DriftReport | None = None
     skipped_encoder: int = 0
+    skipped_dimension: int = 0
 
 
 class DriftMonitor:
@@ -131,7 +132,9 @@ class DriftMonitor:
         """No champion and no store: the key's first `bootstrap_rows` rows become its baseline."""
         p = event.payload
         pending = self._bootstrap.setdefault(key, _Bootstrap(encoder=p.encoder))
-        if p.encoder != pending.encoder:
+        if p.encoder != pending.encoder or (
+            pending.rows and len(p.embedding) != pending.rows[0].shape[0]
+        ):
             return None
         pending.rows.append(np.asarray(p.embedding, dtype=np.float32))
         pending.labels.append(p.label)
@@ -172,6 +175,9 @@ class DriftMonitor:
                     continue  # rows used to build the baseline are not scored against it
                 if event.payload.encoder != state.baseline.encoder:
                     state.skipped_encoder += 1  # never mix fp32 and int8 (or other encoders)
+                    continue
+                if len(event.payload.embedding) != state.baseline.projection.mean.shape[0]:
+                    state.skipped_dimension += 1  # a broken producer must not stop the key
                     continue
                 fresh.append(event)
             if state is None or not fresh:
