@@ -130,7 +130,7 @@ def build_baseline(
     labels: Sequence[str | None] | None = None,
     bins: int = DEFAULT_BINS,
     holdout_share: float = 0.3,
-    max_holdout: int = 5000,
+    max_holdout: int = 10_000,
     variance: float = 0.95,
     max_components: int = 128,
     components: int | None = None,

@@ -179,8 +179,14 @@ class DriftDetector:
 
     # ------------------------------------------------------------ nulls
     def _draw(self, rng: np.random.Generator, pool: int, size: int) -> NDArray[np.intp]:
-        """Indices of a stable window: without replacement when the holdout is big enough."""
-        if size <= pool:
+        """Indices of a stable window drawn from the holdout (H rows).
+
+        Up to H/3 rows: without replacement. Its smaller variance, (H - n)/(H - 1) of an
+        independent sample's, is offset on average by the holdout's own deviation from
+        the reference. Nearer H the null collapses onto that one deviation (a false-alarm
+        rate of 36 % at n = 0.97 H, measured), so larger windows are bootstrapped: every
+        row independent, the null slightly wide, fewer false alarms rather than more."""
+        if size <= pool // 3:
             return rng.choice(pool, size=size, replace=False)
         return rng.integers(0, pool, size=size)
 
