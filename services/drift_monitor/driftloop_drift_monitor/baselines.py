@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import tempfile
 
-from driftloop_common.drift.baseline import ARTIFACT_PATH, DriftBaseline, build_baseline
+from driftloop_common.drift.baseline import ARTIFACT_PATH, DriftBaseline
 from driftloop_common.errors import RetryableError
 from driftloop_common.events import EncoderInfo, ModelKey
 from driftloop_drift_monitor.monitor import BaselineSource, MonitorConfig
@@ -78,16 +78,11 @@ class StoreBaselineSource(BaselineSource):
                 key.language,
             )
             return None
-        labels = table.column("label").to_pylist()
-        baseline = build_baseline(
+        baseline = self.config.build_baseline(
             embedding_matrix(table),
-            encoder=self.encoder,
-            labels=labels if all(label is not None for label in labels) else None,
-            bins=self.config.bins,
-            variance=self.config.pca_variance,
-            max_components=self.config.max_components,
-            raw_dimensions=self.config.raw_dimensions,
-            source=f"bootstrap: oldest {table.num_rows} rows of {key.language} in the store",
+            table.column("label").to_pylist(),
+            self.encoder,
+            f"bootstrap: oldest {table.num_rows} rows of {key.language} in the store",
         )
         log.warning(
             "no champion baseline for %s: bootstrapped from the %d oldest stored rows",

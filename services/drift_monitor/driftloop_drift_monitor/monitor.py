@@ -49,6 +49,21 @@ class MonitorConfig:
     raw_dimensions: bool = False
     detector: DetectorConfig = field(default_factory=DetectorConfig)
 
+    def build_baseline(
+        self, x: np.ndarray, labels: list[str | None] | None, encoder: EncoderInfo, source: str
+    ) -> DriftBaseline:
+        """A bootstrap baseline with this configuration's binning and projection."""
+        return build_baseline(
+            x,
+            encoder=encoder,
+            labels=labels if labels and all(label is not None for label in labels) else None,
+            bins=self.bins,
+            variance=self.pca_variance,
+            max_components=self.max_components,
+            raw_dimensions=self.raw_dimensions,
+            source=source,
+        )
+
 
 class BaselineSource:
     """Where a model key's baseline comes from; the service plugs in MLflow and the store."""
@@ -140,16 +155,11 @@ class DriftMonitor:
         pending.labels.append(p.label)
         if len(pending.rows) < self.config.bootstrap_rows:
             return None
-        labels = pending.labels if all(x is not None for x in pending.labels) else None
-        baseline = build_baseline(
+        baseline = self.config.build_baseline(
             np.stack(pending.rows),
-            encoder=pending.encoder,
-            labels=labels,
-            bins=self.config.bins,
-            variance=self.config.pca_variance,
-            max_components=self.config.max_components,
-            raw_dimensions=self.config.raw_dimensions,
-            source=f"bootstrap: first {len(pending.rows)} interactions of {key}",
+            pending.labels,
+            pending.encoder,
+            f"bootstrap: first {len(pending.rows)} interactions of {key}",
         )
         log.warning(
             "no champion baseline for %s: bootstrapped one from its first %d rows",
