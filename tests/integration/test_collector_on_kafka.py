@@ -151,3 +151,107 @@ async def test_genesys_events_become_embedded_interactions_and_store_rows(
         table = store.read(language, start - timedelta(days=1), start + timedelta(days=2))
         stored |= set(table.column("conversation_id").to_pylist())
     assert stored == set(wanted)
+
+
+async def _open_conversations(port: int) -> float:
+    async with httpx.AsyncClient(timeout=2) as http:
+        text = (await http.get(f"http://127.0.0.1:{port}/metrics")).text
+    for line in text.splitlines():
+        if line.startswith("collector_open_conversations "):
+            return float(line.split()[1])
+    return 0.0
+
+
+async def test_a_killed_collector_rebuilds_open_conversations_from_kafka(
+    kafka_bootstrap: str, fresh_name, tmp_path: Path
+) -> None:
+    await make_topics(kafka_bootstrap, *topics.ALL_TOPICS)
+    start = datetime.now(UTC) - timedelta(days=1)
+    interactions = list(
+        generate(
+            GeneratorConfig(
+                seed=int.from_bytes(os.urandom(4), "big"),
+                count=20,
+                start=start,
+                end=start + timedelta(hours=12),
+            )
+        )
+    )
+    wanted = {i.conversation_id: i for i in interactions}
+    records = list(kafka_records(interactions, OutputFormat.GENESYS_EVENTBRIDGE))
+    wrapups = [r for r in records if b".wrapup" in r[1]]
+    first_part = [r for r in records if b".wrapup" not in r[1]]
+
+    embedded = AIOKafkaConsumer(
+        topics.INTERACTIONS_EMBEDDED,
+        bootstrap_servers=kafka_bootstrap,
+        group_id=None,
+        auto_offset_reset="latest",
+    )
+    await embedded.start()
+    for tp in embedded.assignment():
+        await embedded.position(tp)
+    port, log = free_port(), tmp_path / "collector.log"
+    env = {
+        **os.environ,
+        "DRIFTLOOP_KAFKA__BOOTSTRAP_SERVERS": kafka_bootstrap,
+        "DRIFTLOOP_SERVICE_NAME": fresh_name("collector"),
+        "DRIFTLOOP_HTTP_PORT": str(port),
+        "DRIFTLOOP_STORE_URL": str(tmp_path / "store"),
+        "DRIFTLOOP_WRAPUP_WAIT_S": "600",
+        "DRIFTLOOP_SETTLE_S": "0.5",
+        "DRIFTLOOP_POLL_TIMEOUT_MS": "200",
+    }
+
+    def launch() -> subprocess.Popen:
+        return subprocess.Popen(
+            [sys.executable, "-m", "driftloop_collector"],
+            env=env,
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=log.open("ab"),
+        )
+
+    async def send(batch) -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, enable_idempotence=True)
+        await producer.start()
+        try:
+            for key, value in batch:
+                await producer.send(topics.INTERACTIONS_RAW, value, key=key)
+            await producer.flush()
+        finally:
+            await producer.stop()
+
+    proc = launch()
+    try:
+        await _ready(port, proc, log)
+        await send(first_part)  # transcripts and ends, but no wrap-up yet: all stay open
+        deadline = asyncio.get_running_loop().time() + 60
+        while await _open_conversations(port) < len(wanted):
+            assert asyncio.get_running_loop().time() < deadline, log.read_text()[-2000:]
+            await asyncio.sleep(0.3)
+        proc.send_signal(signal.SIGKILL)  # the open conversations existed only in memory
+        await asyncio.to_thread(proc.wait, 10)
+
+        proc = launch()
+        await _ready(port, proc, log)
+        await send(wrapups)
+        seen: dict[str, dict] = {}
+        deadline = asyncio.get_running_loop().time() + 90
+        while set(seen) != set(wanted):
+            assert asyncio.get_running_loop().time() < deadline, (
+                f"{len(seen)}/{len(wanted)} embedded; log:\n{log.read_text()[-3000:]}"
+            )
+            for batch in (await embedded.getmany(timeout_ms=500)).values():
+                for r in batch:
+                    body = json.loads(r.value)
+                    if body["payload"]["conversation_id"] in wanted:
+                        seen[body["payload"]["conversation_id"]] = body
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        await asyncio.to_thread(proc.wait, 30)
+        await embedded.stop()
+    for conversation_id, body in seen.items():
+        # The transcript read before the crash was read again: text and label are whole.
+        assert body["payload"]["label"] == wanted[conversation_id].intent
+        assert body["payload"]["text"]
