@@ -313,16 +313,7 @@ def replay(
     topic: Annotated[str, typer.Option("--topic", help="Topic to publish to.")] = (
         topics.INTERACTIONS_RAW
     ),
-    bootstrap: Annotated[
-        str | None,
-        typer.Option(
-            "--bootstrap",
-            "-b",
-            help="Kafka bootstrap servers. Default: $DRIFTLOOP_KAFKA__BOOTSTRAP_SERVERS, "
-            "else the local broker if running, else 127.0.0.1:9092.",
-            show_default=False,
-        ),
-    ] = None,
+    bootstrap: kafka_io.BootstrapOpt = None,
     fmt: FormatOpt = OutputFormat.NORMALIZED,
     count: CountOpt = None,
     per_day: PerDayOpt = None,

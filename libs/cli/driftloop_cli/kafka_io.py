@@ -8,7 +8,9 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Annotated
 
+import typer
 from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaError
 
@@ -19,6 +21,18 @@ from driftloop_common.local_kafka import LocalKafka
 from driftloop_common.settings import KafkaSettings
 
 BOOTSTRAP_ENV = "DRIFTLOOP_KAFKA__BOOTSTRAP_SERVERS"
+
+BootstrapOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--bootstrap",
+        "-b",
+        help=f"Kafka bootstrap servers. Default: ${BOOTSTRAP_ENV}, "
+        "else the local broker if running, else 127.0.0.1:9092.",
+        show_default=False,
+    ),
+]
+"""The `--bootstrap` option every command that talks to Kafka takes (see `resolve_bootstrap`)."""
 
 
 def resolve_bootstrap(explicit: str | None) -> str:

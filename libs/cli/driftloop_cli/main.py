@@ -47,16 +47,7 @@ generate_commands.register(app)
 out = Console()
 err = Console(stderr=True)
 
-Bootstrap = Annotated[
-    str | None,
-    typer.Option(
-        "--bootstrap",
-        "-b",
-        help="Kafka bootstrap servers. Default: $DRIFTLOOP_KAFKA__BOOTSTRAP_SERVERS, "
-        "else the local broker if running, else 127.0.0.1:9092.",
-        show_default=False,
-    ),
-]
+Bootstrap = kafka_io.BootstrapOpt
 ModelTypeOpt = Annotated[ModelType, typer.Option("--model-type", "-m", help="Model family.")]
 LanguageOpt = Annotated[
     str, typer.Option("--language", "-l", help="Language as a BCP 47 tag, e.g. en-us, es-es.")
