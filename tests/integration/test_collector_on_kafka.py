@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -18,24 +19,108 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from driftloop_common import topics
 from driftloop_common.local_kafka import free_port
 from driftloop_common.store import InteractionStore
-from driftloop_synthetic import GeneratorConfig, OutputFormat, generate, kafka_records
+from driftloop_synthetic import GeneratorConfig, Interaction, OutputFormat, generate, kafka_records
 from tests.integration.helpers import make_topics
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 
 
-async def _ready(port: int, proc: subprocess.Popen, log: Path) -> None:
-    async with httpx.AsyncClient(timeout=2) as http:
-        for _ in range(600):
-            assert proc.poll() is None, log.read_text()[-3000:]
-            try:
-                if (await http.get(f"http://127.0.0.1:{port}/readyz")).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            await asyncio.sleep(0.2)
-    raise AssertionError("collector never became ready")
+def fresh_interactions(count: int, start: datetime, span: timedelta) -> list[Interaction]:
+    seed = int.from_bytes(os.urandom(4), "big")  # new conversation ids every run
+    return list(generate(GeneratorConfig(seed=seed, count=count, start=start, end=start + span)))
+
+
+async def from_now_on(bootstrap: str, topic: str) -> AIOKafkaConsumer:
+    """A consumer of `topic` whose start is pinned before anything is published."""
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="latest"
+    )
+    await consumer.start()
+    for tp in consumer.assignment():
+        await consumer.position(tp)
+    return consumer
+
+
+async def publish(bootstrap: str, records: Iterable[tuple[bytes, bytes]]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True)
+    await producer.start()
+    try:
+        for key, value in records:
+            await producer.send(topics.INTERACTIONS_RAW, value, key=key)
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+class CollectorProcess:
+    def __init__(self, bootstrap: str, name: str, folder: Path, wrapup_wait_s: float) -> None:
+        self.port, self.log = free_port(), folder / "collector.log"
+        self.store_url = str(folder / "store")
+        self.env = {
+            **os.environ,
+            "DRIFTLOOP_KAFKA__BOOTSTRAP_SERVERS": bootstrap,
+            "DRIFTLOOP_SERVICE_NAME": name,
+            "DRIFTLOOP_HTTP_PORT": str(self.port),
+            "DRIFTLOOP_STORE_URL": self.store_url,
+            "DRIFTLOOP_WRAPUP_WAIT_S": str(wrapup_wait_s),
+            "DRIFTLOOP_SETTLE_S": "0.5",
+            "DRIFTLOOP_POLL_TIMEOUT_MS": "200",
+        }
+        self.proc: subprocess.Popen | None = None
+
+    async def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "driftloop_collector"],
+            env=self.env,
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=self.log.open("ab"),
+        )
+        async with httpx.AsyncClient(timeout=2) as http:
+            for _ in range(600):
+                assert self.proc.poll() is None, self.log.read_text()[-3000:]
+                try:
+                    if (await http.get(self.url("/readyz"))).status_code == 200:
+                        return
+                except httpx.HTTPError:
+                    pass
+                await asyncio.sleep(0.2)
+        raise AssertionError("collector never became ready")
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    async def open_conversations(self) -> float:
+        async with httpx.AsyncClient(timeout=2) as http:
+            text = (await http.get(self.url("/metrics"))).text
+        for line in text.splitlines():
+            if line.startswith("collector_open_conversations "):
+                return float(line.split()[1])
+        return 0.0
+
+    async def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            await asyncio.to_thread(self.proc.wait, 30)
+
+
+async def embedded_for(
+    consumer: AIOKafkaConsumer, wanted: set[str], timeout_s: float, log: Path
+) -> dict[str, dict]:
+    """Read `interactions.embedded` until every wanted conversation has arrived."""
+    seen: dict[str, dict] = {}
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while set(seen) != wanted:
+        assert asyncio.get_running_loop().time() < deadline, (
+            f"{len(seen)}/{len(wanted)} embedded; log:\n{log.read_text()[-3000:]}"
+        )
+        for batch in (await consumer.getmany(timeout_ms=500)).values():
+            for r in batch:
+                body = json.loads(r.value)
+                if body["payload"]["conversation_id"] in wanted:
+                    seen[body["payload"]["conversation_id"]] = body
+    return seen
 
 
 async def test_genesys_events_become_embedded_interactions_and_store_rows(
@@ -43,16 +128,7 @@ async def test_genesys_events_become_embedded_interactions_and_store_rows(
 ) -> None:
     await make_topics(kafka_bootstrap, *topics.ALL_TOPICS)
     start = datetime.now(UTC) - timedelta(days=2)
-    interactions = list(
-        generate(
-            GeneratorConfig(
-                seed=int.from_bytes(os.urandom(4), "big"),
-                count=40,
-                start=start,
-                end=start + timedelta(days=1),
-            )
-        )
-    )
+    interactions = fresh_interactions(40, start, timedelta(days=1))
     wanted = {i.conversation_id: i for i in interactions}
     records = list(
         kafka_records(interactions, OutputFormat.GENESYS_EVENTBRIDGE, shuffle_window=15, seed=3)
@@ -64,64 +140,15 @@ async def test_genesys_events_become_embedded_interactions_and_store_rows(
         }
     ).encode()
 
-    embedded = AIOKafkaConsumer(
-        topics.INTERACTIONS_EMBEDDED,
-        bootstrap_servers=kafka_bootstrap,
-        group_id=None,
-        auto_offset_reset="latest",
-    )
-    dead = AIOKafkaConsumer(
-        f"{topics.INTERACTIONS_RAW}.dlq",
-        bootstrap_servers=kafka_bootstrap,
-        group_id=None,
-        auto_offset_reset="latest",
-    )
-    for consumer in (embedded, dead):
-        await consumer.start()
-        for tp in consumer.assignment():
-            await consumer.position(tp)
-
-    port, log = free_port(), tmp_path / "collector.log"
-    env = {
-        **os.environ,
-        "DRIFTLOOP_KAFKA__BOOTSTRAP_SERVERS": kafka_bootstrap,
-        "DRIFTLOOP_SERVICE_NAME": fresh_name("collector"),
-        "DRIFTLOOP_HTTP_PORT": str(port),
-        "DRIFTLOOP_STORE_URL": str(tmp_path / "store"),
-        "DRIFTLOOP_WRAPUP_WAIT_S": "2",
-        "DRIFTLOOP_SETTLE_S": "0.5",
-        "DRIFTLOOP_POLL_TIMEOUT_MS": "200",
-    }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "driftloop_collector"],
-        env=env,
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=log.open("ab"),
-    )
+    embedded = await from_now_on(kafka_bootstrap, topics.INTERACTIONS_EMBEDDED)
+    dead = await from_now_on(kafka_bootstrap, f"{topics.INTERACTIONS_RAW}.dlq")
+    collector = CollectorProcess(kafka_bootstrap, fresh_name("collector"), tmp_path, 2)
     try:
-        await _ready(port, proc, log)
-        producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, enable_idempotence=True)
-        await producer.start()
-        try:
-            for key, value in records:
-                await producer.send(topics.INTERACTIONS_RAW, value, key=key)
-            await producer.send_and_wait(topics.INTERACTIONS_RAW, bad, key=b"x")
-        finally:
-            await producer.stop()
-
-        seen: dict[str, dict] = {}
-        deadline = asyncio.get_running_loop().time() + 120
-        while set(seen) != set(wanted):
-            assert asyncio.get_running_loop().time() < deadline, (
-                f"{len(seen)}/{len(wanted)} embedded; log:\n{log.read_text()[-3000:]}"
-            )
-            for batch in (await embedded.getmany(timeout_ms=500)).values():
-                for r in batch:
-                    body = json.loads(r.value)
-                    if body["payload"]["conversation_id"] in wanted:
-                        seen[body["payload"]["conversation_id"]] = body
+        await collector.start()
+        await publish(kafka_bootstrap, [*records, (b"x", bad)])
+        seen = await embedded_for(embedded, set(wanted), 120, collector.log)
         dead_letters = []
+        deadline = asyncio.get_running_loop().time() + 60
         while not dead_letters:
             assert asyncio.get_running_loop().time() < deadline, "no dead letter"
             for batch in (await dead.getmany(timeout_ms=500)).values():
@@ -129,8 +156,7 @@ async def test_genesys_events_become_embedded_interactions_and_store_rows(
         reason = dict(dead_letters[0].headers)["dlq.reason_code"].decode()
         assert reason == "unknown_topic"
     finally:
-        proc.send_signal(signal.SIGTERM)
-        await asyncio.to_thread(proc.wait, 30)
+        await collector.stop()
         for consumer in (embedded, dead):
             await consumer.stop()
 
@@ -145,7 +171,7 @@ async def test_genesys_events_become_embedded_interactions_and_store_rows(
             "id": "sentence-transformers/all-MiniLM-L6-v2",
             "precision": "fp32",
         }
-    store = InteractionStore(str(tmp_path / "store"))
+    store = InteractionStore(collector.store_url)
     stored = set()
     for language in {i.language for i in interactions}:
         table = store.read(language, start - timedelta(days=1), start + timedelta(days=2))
@@ -153,103 +179,33 @@ async def test_genesys_events_become_embedded_interactions_and_store_rows(
     assert stored == set(wanted)
 
 
-async def _open_conversations(port: int) -> float:
-    async with httpx.AsyncClient(timeout=2) as http:
-        text = (await http.get(f"http://127.0.0.1:{port}/metrics")).text
-    for line in text.splitlines():
-        if line.startswith("collector_open_conversations "):
-            return float(line.split()[1])
-    return 0.0
-
-
 async def test_a_killed_collector_rebuilds_open_conversations_from_kafka(
     kafka_bootstrap: str, fresh_name, tmp_path: Path
 ) -> None:
     await make_topics(kafka_bootstrap, *topics.ALL_TOPICS)
     start = datetime.now(UTC) - timedelta(days=1)
-    interactions = list(
-        generate(
-            GeneratorConfig(
-                seed=int.from_bytes(os.urandom(4), "big"),
-                count=20,
-                start=start,
-                end=start + timedelta(hours=12),
-            )
-        )
-    )
+    interactions = fresh_interactions(20, start, timedelta(hours=12))
     wanted = {i.conversation_id: i for i in interactions}
     records = list(kafka_records(interactions, OutputFormat.GENESYS_EVENTBRIDGE))
     wrapups = [r for r in records if b".wrapup" in r[1]]
     first_part = [r for r in records if b".wrapup" not in r[1]]
 
-    embedded = AIOKafkaConsumer(
-        topics.INTERACTIONS_EMBEDDED,
-        bootstrap_servers=kafka_bootstrap,
-        group_id=None,
-        auto_offset_reset="latest",
-    )
-    await embedded.start()
-    for tp in embedded.assignment():
-        await embedded.position(tp)
-    port, log = free_port(), tmp_path / "collector.log"
-    env = {
-        **os.environ,
-        "DRIFTLOOP_KAFKA__BOOTSTRAP_SERVERS": kafka_bootstrap,
-        "DRIFTLOOP_SERVICE_NAME": fresh_name("collector"),
-        "DRIFTLOOP_HTTP_PORT": str(port),
-        "DRIFTLOOP_STORE_URL": str(tmp_path / "store"),
-        "DRIFTLOOP_WRAPUP_WAIT_S": "600",
-        "DRIFTLOOP_SETTLE_S": "0.5",
-        "DRIFTLOOP_POLL_TIMEOUT_MS": "200",
-    }
-
-    def launch() -> subprocess.Popen:
-        return subprocess.Popen(
-            [sys.executable, "-m", "driftloop_collector"],
-            env=env,
-            cwd=ROOT,
-            stdout=subprocess.DEVNULL,
-            stderr=log.open("ab"),
-        )
-
-    async def send(batch) -> None:
-        producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, enable_idempotence=True)
-        await producer.start()
-        try:
-            for key, value in batch:
-                await producer.send(topics.INTERACTIONS_RAW, value, key=key)
-            await producer.flush()
-        finally:
-            await producer.stop()
-
-    proc = launch()
+    embedded = await from_now_on(kafka_bootstrap, topics.INTERACTIONS_EMBEDDED)
+    collector = CollectorProcess(kafka_bootstrap, fresh_name("collector"), tmp_path, 600)
     try:
-        await _ready(port, proc, log)
-        await send(first_part)  # transcripts and ends, but no wrap-up yet: all stay open
+        await collector.start()
+        await publish(kafka_bootstrap, first_part)  # no wrap-up yet: every conversation stays open
         deadline = asyncio.get_running_loop().time() + 60
-        while await _open_conversations(port) < len(wanted):
-            assert asyncio.get_running_loop().time() < deadline, log.read_text()[-2000:]
+        while await collector.open_conversations() < len(wanted):
+            assert asyncio.get_running_loop().time() < deadline, collector.log.read_text()[-2000:]
             await asyncio.sleep(0.3)
-        proc.send_signal(signal.SIGKILL)  # the open conversations existed only in memory
-        await asyncio.to_thread(proc.wait, 10)
+        await collector.stop(signal.SIGKILL)  # the open conversations existed only in memory
 
-        proc = launch()
-        await _ready(port, proc, log)
-        await send(wrapups)
-        seen: dict[str, dict] = {}
-        deadline = asyncio.get_running_loop().time() + 90
-        while set(seen) != set(wanted):
-            assert asyncio.get_running_loop().time() < deadline, (
-                f"{len(seen)}/{len(wanted)} embedded; log:\n{log.read_text()[-3000:]}"
-            )
-            for batch in (await embedded.getmany(timeout_ms=500)).values():
-                for r in batch:
-                    body = json.loads(r.value)
-                    if body["payload"]["conversation_id"] in wanted:
-                        seen[body["payload"]["conversation_id"]] = body
+        await collector.start()
+        await publish(kafka_bootstrap, wrapups)
+        seen = await embedded_for(embedded, set(wanted), 90, collector.log)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        await asyncio.to_thread(proc.wait, 30)
+        await collector.stop()
         await embedded.stop()
     for conversation_id, body in seen.items():
         # The transcript read before the crash was read again: text and label are whole.
