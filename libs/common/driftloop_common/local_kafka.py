@@ -133,7 +133,7 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
-def _port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
@@ -143,7 +143,7 @@ def _port_is_free(port: int, host: str = "127.0.0.1") -> bool:
         return True
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -158,12 +158,29 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def terminate(pid: int, name: str, *, timeout_s: float = 30.0) -> None:
+    """SIGTERM `pid` and wait for it to exit; SIGKILL it after `timeout_s`."""
+    with contextlib.suppress(ProcessLookupError):  # it may have just exited
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and pid_alive(pid):
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+        time.sleep(0.2)
+    if pid_alive(pid):
+        log.warning("%s (pid %s) ignored SIGTERM for %.0f s; killing it", name, pid, timeout_s)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, 0)
+
+
 def _is_our_broker(pid: int, data_dir: Path) -> bool:
     """Guard against a recycled pid: the process must be kafka.Kafka on exactly our config."""
     try:
         cmdline = [a for a in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0") if a]
     except OSError:
-        return _pid_alive(pid)
+        return pid_alive(pid)
     config = str(data_dir / "server.properties").encode()
     return b"kafka.Kafka" in cmdline and cmdline[-1:] == [config]
 
@@ -265,7 +282,7 @@ class LocalKafka:
             pid = int(self.pid_file.read_text())
         except (OSError, ValueError):
             return None
-        return pid if _pid_alive(pid) and _is_our_broker(pid, self.data_dir) else None
+        return pid if pid_alive(pid) and _is_our_broker(pid, self.data_dir) else None
 
     def status(self) -> BrokerStatus:
         pid = self.pid()
@@ -349,24 +366,10 @@ class LocalKafka:
     def stop(self, *, timeout_s: float = 30.0) -> bool:
         """SIGTERM the broker (a clean, controlled shutdown), SIGKILL after `timeout_s`."""
         pid = self.pid()
-        if pid is None:
-            self.pid_file.unlink(missing_ok=True)
-            return False
-        with contextlib.suppress(ProcessLookupError):  # it may have just exited
-            os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline and _pid_alive(pid):
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(pid, os.WNOHANG)
-            time.sleep(0.2)
-        if _pid_alive(pid):
-            log.warning("Kafka (pid %s) ignored SIGTERM for %.0f s; killing it", pid, timeout_s)
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(pid, 0)
+        if pid is not None:
+            terminate(pid, "Kafka", timeout_s=timeout_s)
         self.pid_file.unlink(missing_ok=True)
-        return True
+        return pid is not None
 
     def wipe(self) -> None:
         """Stop the broker and delete its data folder (topics, offsets, logs).
@@ -383,11 +386,11 @@ class LocalKafka:
     # ------------------------------------------------------------ internals
     def _choose_port(self) -> int:
         if self._requested_port:
-            if not _port_is_free(self._requested_port):
+            if not port_is_free(self._requested_port):
                 raise ConfigError(f"port {self._requested_port} on 127.0.0.1 is already in use")
             return self._requested_port
         previous = self.port  # keep the address stable across restarts when possible
-        if previous and _port_is_free(previous):
+        if previous and port_is_free(previous):
             return previous
         return free_port()
 

@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Generic, Protocol, TypeVar
@@ -145,6 +145,7 @@ class ServiceLoop(Generic[T]):
         commit_floor: CommitFloor | None = None,
         on_assigned: OnAssigned | None = None,
         on_revoked: OnRevoked | None = None,
+        busy_heartbeat_s: float | None = None,
     ) -> None:
         self.service = service
         self.topics = list(topics)
@@ -161,6 +162,9 @@ class ServiceLoop(Generic[T]):
         self.commit_floor = commit_floor
         self.on_assigned = on_assigned
         self.on_revoked = on_revoked
+        # Long handlers (a training of minutes) keep beating while they work, so /healthz
+        # tells a busy service from a stuck poll loop.
+        self.busy_heartbeat_s = busy_heartbeat_s
         self.state = LoopState()
         self._handled: dict[TopicPartition, int] = {}  # offset after the last handled record
         self._committed: dict[TopicPartition, int] = {}
@@ -233,7 +237,8 @@ class ServiceLoop(Generic[T]):
             value = self.decode(record)
             if isinstance(value, Event):
                 context["event_id"] = str(value.event_id)
-            outputs = await self._with_retries(lambda: self.handle(value), context)
+            async with self._beating():
+                outputs = await self._with_retries(lambda: self.handle(value), context)
             await self._with_retries(lambda: self._publish(outputs), context)
             status = "ok"
         except PermanentError as exc:
@@ -363,6 +368,25 @@ class ServiceLoop(Generic[T]):
             log.warning("commit failed after a rebalance; messages will be redelivered: %s", exc)
         except KafkaError as exc:
             raise RetryableError(f"commit failed: {exc!r}") from exc
+
+    @contextlib.asynccontextmanager
+    async def _beating(self) -> AsyncIterator[None]:
+        if self.busy_heartbeat_s is None:
+            yield
+            return
+
+        async def beat() -> None:
+            while True:
+                await asyncio.sleep(self.busy_heartbeat_s)
+                self._beat()
+
+        task = asyncio.create_task(beat(), name="busy-heartbeat")
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
     def _beat(self) -> None:
         self.state.heartbeat = time.monotonic()

@@ -1,0 +1,130 @@
+"""What a registered model version is: an MLflow pyfunc that takes raw input.
+
+- `TextClassifier`: text in (a DataFrame with a `text` column, a list of strings or one
+  string) → `label` and `confidence` per row. It holds only the fitted head; the sentence
+  encoder is loaded offline from its Python package on first use, never copied into a
+  version (90 MB per version otherwise). `predict_examples` skips the encoder for callers
+  that already hold embeddings of the same encoder and precision (the evaluator, reading
+  the interaction store).
+- `TabularScorer`: records in (a DataFrame or a list of dicts) → `score` per row, and
+  per-feature attributions through `explain`.
+
+Both pickle with the version (MLflow's `python_model`); the classes are imported by module
+path when a version is loaded, so any driftloop service (or a user with `pip install
+driftloop`) can load any version.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
+
+import mlflow.pyfunc
+import numpy as np
+import pandas as pd
+
+from driftloop_common.events import EncoderInfo
+
+
+class _Examples(Protocol):
+    texts: list[str]
+    embeddings: np.ndarray
+
+
+class _Head(Protocol):
+    labels: list[str]
+
+    def predict_proba(self, examples: Any) -> np.ndarray: ...
+
+
+class _Regressor(Protocol):
+    def predict(self, frame: pd.DataFrame) -> np.ndarray: ...
+
+    def explain(self, frame: pd.DataFrame) -> list[dict[str, float]]: ...
+
+
+def _texts(model_input: Any) -> list[str]:
+    if isinstance(model_input, str):
+        return [model_input]
+    if isinstance(model_input, pd.DataFrame):
+        if "text" not in model_input.columns:
+            raise ValueError(f"input needs a 'text' column, got {list(model_input.columns)}")
+        column = model_input["text"]
+    elif isinstance(model_input, Mapping):
+        column = pd.Series(model_input.get("text", []))
+    else:
+        column = pd.Series(list(model_input))
+    return ["" if value is None else str(value) for value in column.tolist()]
+
+
+class TextClassifier(mlflow.pyfunc.PythonModel):
+    """A text classification version: the MiniLM encoder (by reference) + a fitted head."""
+
+    def __init__(self, head: _Head, encoder: EncoderInfo) -> None:
+        self.head = head
+        self.encoder = encoder
+        self._text_encoder: Any = None
+
+    @property
+    def labels(self) -> list[str]:
+        return list(self.head.labels)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_text_encoder"] = None  # never pickle the weights into a version
+        return state
+
+    def _encode(self, texts: list[str]) -> np.ndarray:
+        if self._text_encoder is None:
+            from driftloop_common.encoder import TextEncoder
+
+            self._text_encoder = TextEncoder(precision=self.encoder.precision).load()
+            if self._text_encoder.info.id != self.encoder.id:
+                raise RuntimeError(
+                    f"this version needs encoder {self.encoder.id}, the installed package "
+                    f"provides {self._text_encoder.info.id}"
+                )
+        return self._text_encoder.encode(texts)
+
+    def predict_examples(self, examples: _Examples) -> pd.DataFrame:
+        """Predict from texts that already have embeddings of `self.encoder`."""
+        return self._frame(self.head.predict_proba(examples))
+
+    def predict_proba(self, texts: list[str]) -> np.ndarray:
+        from driftloop_common.modeling.text_head import TextExamples
+
+        return self.head.predict_proba(TextExamples(texts=texts, embeddings=self._encode(texts)))
+
+    def predict(self, context: Any, model_input: Any, params: dict[str, Any] | None = None) -> Any:
+        """Raw text in; a DataFrame with `label` and `confidence` out."""
+        return self._frame(self.predict_proba(_texts(model_input)))
+
+    def _frame(self, proba: np.ndarray) -> pd.DataFrame:
+        best = proba.argmax(axis=1) if len(proba) else np.zeros(0, dtype=int)
+        return pd.DataFrame(
+            {
+                "label": np.asarray(self.head.labels, dtype=object)[best],
+                "confidence": proba[np.arange(len(best)), best] if len(best) else [],
+            }
+        )
+
+
+class TabularScorer(mlflow.pyfunc.PythonModel):
+    """A tabular scoring version: preprocessing + regressor, records in, `score` out."""
+
+    def __init__(self, model: _Regressor, features: Sequence[str]) -> None:
+        self.model = model
+        self.features = list(features)
+
+    def _records(self, model_input: Any) -> pd.DataFrame:
+        frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
+        missing = [name for name in self.features if name not in frame.columns]
+        if missing:
+            raise ValueError(f"input lacks feature columns {missing}")
+        return frame
+
+    def predict(self, context: Any, model_input: Any, params: dict[str, Any] | None = None) -> Any:
+        return pd.DataFrame({"score": self.model.predict(self._records(model_input))})
+
+    def explain(self, model_input: Any) -> list[dict[str, float]]:
+        return self.model.explain(self._records(model_input))

@@ -1,0 +1,161 @@
+"""driftloop's conventions on the MLflow model registry, in one place.
+
+- One registered model per model key, named `ModelKey.registered_model` (`intent-en-us`).
+- The live version carries the alias `champion`; the newest trained candidate `challenger`.
+  Stages are deprecated in MLflow and never used.
+- Every version carries `driftloop.*` tags (below): its semantic version, the request that
+  made it, its family, encoder and label set, so a version explains itself without the run.
+- One MLflow experiment per model key, named like the registered model.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from driftloop_common.errors import RetryableError
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+    from mlflow.entities.model_registry import ModelVersion
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+
+
+class Tag:
+    """Tag names on runs and model versions."""
+
+    MODEL_KEY = "driftloop.model_key"
+    REQUEST = "driftloop.request_event_id"
+    CORRELATION = "driftloop.correlation_id"
+    REASON = "driftloop.reason"
+    SEMVER = "driftloop.semver"
+    VERSION = "driftloop.version"  # on a run: the model version registered from it
+    FAMILY = "driftloop.family"
+    ENCODER = "driftloop.encoder"
+    LABELS = "driftloop.labels"  # JSON list: the label set (classes or feature names)
+    CONFIDENCE = "driftloop.confidence"  # mean confidence measured by the evaluator
+    EVALUATION = "driftloop.evaluation"  # passed / failed
+
+
+@dataclass(frozen=True)
+class VersionFacts:
+    """What decides the semantic version: family, encoder, and labels (or features)."""
+
+    family: str
+    encoder: str
+    labels: frozenset[str]
+
+    @classmethod
+    def from_tags(cls, tags: dict[str, str]) -> VersionFacts | None:
+        try:
+            return cls(
+                family=tags[Tag.FAMILY],
+                encoder=tags[Tag.ENCODER],
+                labels=frozenset(json.loads(tags[Tag.LABELS])),
+            )
+        except (KeyError, ValueError):
+            return None
+
+    def tags(self) -> dict[str, str]:
+        return {
+            Tag.FAMILY: self.family,
+            Tag.ENCODER: self.encoder,
+            Tag.LABELS: json.dumps(sorted(self.labels)),
+        }
+
+
+_SEMVER = re.compile(r"^(\d+)\.(\d+)\.(\d+)$")
+
+
+def next_semver(previous: str | None, before: VersionFacts | None, now: VersionFacts) -> str:
+    """The semantic version of a new model version.
+
+    major: family or encoder changed, or labels were removed (callers' outputs break);
+    minor: labels added; patch: the same labels on newer data. The first version is 1.0.0.
+    """
+    if previous is None or before is None or not (match := _SEMVER.match(previous)):
+        return "1.0.0"
+    major, minor, patch = (int(part) for part in match.groups())
+    if now.family != before.family or now.encoder != before.encoder:
+        return f"{major + 1}.0.0"
+    if not before.labels <= now.labels:
+        return f"{major + 1}.0.0"
+    if now.labels - before.labels:
+        return f"{major}.{minor + 1}.0"
+    return f"{major}.{minor}.{patch + 1}"
+
+
+def client(tracking_uri: str, registry_uri: str | None = None) -> MlflowClient:
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=tracking_uri, registry_uri=registry_uri)
+
+
+def version_by_alias(client: MlflowClient, name: str, alias: str) -> ModelVersion | None:
+    """The version holding `alias`, or None when the model or the alias does not exist."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_model_version_by_alias(name, alias)
+    except MlflowException as exc:
+        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            return None
+        raise RetryableError(f"MLflow: cannot read alias {alias} of {name}: {exc}") from exc
+
+
+def versions(client: MlflowClient, name: str, **tags: str) -> list[ModelVersion]:
+    """Versions of `name` whose tags have the given values, newest first."""
+    clauses = [f"name = '{_quote(name)}'"]
+    clauses += [f"tags.`{tag}` = '{_quote(value)}'" for tag, value in tags.items()]
+    found = client.search_model_versions(" AND ".join(clauses))
+    return sorted(found, key=lambda v: int(v.version), reverse=True)
+
+
+def version_for_request(client: MlflowClient, name: str, request_id: str) -> ModelVersion | None:
+    """The version a training request already produced (a redelivered request must not
+    train twice)."""
+    found = versions(client, name, **{Tag.REQUEST: request_id})
+    return found[0] if found else None
+
+
+def latest_version(client: MlflowClient, name: str) -> ModelVersion | None:
+    found = versions(client, name)
+    return found[0] if found else None
+
+
+def ensure_experiment(client: MlflowClient, name: str) -> str:
+    """The id of the experiment `name`, created on first use."""
+    if (experiment := client.get_experiment_by_name(name)) is not None:
+        return experiment.experiment_id
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.create_experiment(name)
+    except MlflowException:  # created by a concurrent trainer in between
+        experiment = client.get_experiment_by_name(name)
+        if experiment is None:
+            raise
+        return experiment.experiment_id
+
+
+_UNSAFE = re.compile(r"[^0-9A-Za-z_\-. /]")
+
+
+def metric_name(prefix: str, label: str) -> str:
+    """An MLflow-safe metric name for a per-label value (`test_f1.card_lost`)."""
+    return f"{prefix}.{_UNSAFE.sub('_', label)}"
+
+
+def labels_of(version: ModelVersion) -> list[str]:
+    try:
+        return list(json.loads(version.tags.get(Tag.LABELS, "[]")))
+    except ValueError:
+        return []
+
+
+def _quote(value: str) -> str:
+    return value.replace("'", "''")

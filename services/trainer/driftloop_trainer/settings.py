@@ -1,0 +1,33 @@
+from __future__ import annotations
+
+from pydantic import Field
+
+from driftloop_common.local_kafka import state_root
+from driftloop_common.settings import MlflowSettings, ServiceSettings
+
+
+def _default_store() -> str:
+    return str(state_root() / "store")
+
+
+class TrainerSettings(ServiceSettings):
+    """`DRIFTLOOP_…` variables; see the README's configuration table."""
+
+    service_name: str = "trainer"
+    http_port: int = 8300
+    store_url: str = Field(default_factory=_default_store)  # interactions and feature tables
+    mlflow: MlflowSettings = Field(default_factory=MlflowSettings)
+    # Days before the request time T at which each split starts and ends.
+    train_days: tuple[float, float] = (90.0, 30.0)
+    validation_days: tuple[float, float] = (30.0, 7.0)
+    test_days: tuple[float, float] = (7.0, 1.0)
+    min_train_rows: int = Field(default=200, gt=0)
+    min_validation_rows: int = Field(default=50, gt=0)
+    min_test_rows: int = Field(default=50, gt=0)
+    encoder_precision: str = Field(default="fp32", pattern="^(fp32|int8)$")
+    refit_on_validation: bool = True  # the final model also learns from the validation window
+    seed: int = 0
+    # A training takes minutes: the consumer must not be thrown out of its group meanwhile,
+    # and the service keeps its heartbeat while it works.
+    max_poll_interval_ms: int = Field(default=3_600_000, gt=0)
+    busy_heartbeat_s: float = Field(default=5.0, gt=0)

@@ -1,0 +1,223 @@
+"""One training: a request → temporal splits → a fitted model → an MLflow run and version.
+
+`Trainer.train` is what the service runs for each `training.requested` and what
+`driftloop train` runs from the command line. It returns the event to publish:
+`model.trained` (a new version aliased `challenger`) or `training.failed` (with the reason
+and the row counts) when the data cannot make a model.
+
+Idempotent: the version is tagged with the request's event id; a request that already
+produced a version (a redelivery, or a crash after registration) returns that version's
+`model.trained` again instead of training twice.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from mlflow import MlflowClient
+
+from driftloop_common import registry
+from driftloop_common.errors import RetryableError
+from driftloop_common.events import (
+    Event,
+    ModelTrained,
+    ModelTrainedEvent,
+    TrainingFailed,
+    TrainingFailedEvent,
+    TrainingRequestedEvent,
+)
+from driftloop_common.modeling.splits import SplitConfig, Window
+from driftloop_common.registry import Tag, VersionFacts
+from driftloop_trainer.families import CannotTrain, Family, FittedModel, family_for
+
+log = logging.getLogger(__name__)
+SERVICE = "trainer"
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class TrainerConfig:
+    tracking_uri: str
+    store_url: str
+    splits: SplitConfig = field(default_factory=SplitConfig)
+    min_rows: dict[str, int] = field(
+        default_factory=lambda: {"train": 200, "validation": 50, "test": 50}
+    )
+    encoder_precision: str = "fp32"
+    refit_on_validation: bool = True
+    seed: int = 0
+    registry_uri: str | None = None
+
+
+class Trainer:
+    def __init__(self, config: TrainerConfig) -> None:
+        self.config = config
+        self.client: MlflowClient = registry.client(config.tracking_uri, config.registry_uri)
+
+    # ------------------------------------------------------------------ public
+
+    def train(self, request: TrainingRequestedEvent, progress: Progress | None = None) -> Event:
+        """Train for `request`; returns `model.trained` or `training.failed`."""
+        say = progress or (lambda step: log.info("%s: %s", request.model_key, step))
+        if (done := self.existing(request)) is not None:
+            say(f"request {request.event_id} already produced version {done.payload.version}")
+            return done
+        as_of = self.as_of(request)
+        windows = self.config.splits.windows(as_of)
+        family = family_for(request.model_key, self.config)
+        try:
+            say(f"reading {family.name} data for {request.model_key} as of {as_of:%Y-%m-%d %H:%M}")
+            data = family.load(request.model_key, windows)
+            data.check(self.config.min_rows)
+            say(f"fitting on {data.counts()} rows")
+            fitted = family.fit(data, seed=self.config.seed, progress=say)
+        except CannotTrain as exc:
+            log.warning("cannot train %s: %s %s", request.model_key, exc.reason, exc.counts)
+            return request.follow_up(
+                TrainingFailedEvent,
+                producer=SERVICE,
+                payload=TrainingFailed(
+                    request_event_id=request.event_id, reason=exc.reason, counts=exc.counts
+                ),
+            )
+        say("logging the run and registering the version")
+        return self._record(request, as_of, windows, family, fitted)
+
+    def as_of(self, request: TrainingRequestedEvent) -> datetime:
+        return request.payload.as_of or request.occurred_at
+
+    def last_started(self, request: TrainingRequestedEvent) -> datetime | None:
+        """When the newest training of this model key started (coalescing reads it)."""
+        experiment = self.client.get_experiment_by_name(request.model_key.registered_model)
+        if experiment is None:
+            return None
+        runs = self.client.search_runs(
+            [experiment.experiment_id],
+            filter_string=f"tags.`{Tag.MODEL_KEY}` = '{request.model_key}'",
+            order_by=["attributes.start_time DESC"],
+            max_results=1,
+        )
+        if not runs:
+            return None
+        return datetime.fromtimestamp(runs[0].info.start_time / 1000, UTC)
+
+    def existing(self, request: TrainingRequestedEvent) -> Event | None:
+        """The `model.trained` of a version this request already produced, if any.
+
+        A crash between registering and aliasing leaves the newest version without its
+        `challenger` alias: it is set here again."""
+        name = request.model_key.registered_model
+        version = registry.version_for_request(self.client, name, str(request.event_id))
+        if version is None:
+            return None
+        latest = registry.latest_version(self.client, name)
+        if latest is not None and latest.version == version.version:
+            self.client.set_registered_model_alias(name, registry.CHALLENGER, version.version)
+        run = self.client.get_run(version.run_id)
+        return self._trained_event(request, version, run.data.metrics)
+
+    # --------------------------------------------------------------- internals
+
+    def _trained_event(
+        self, request: TrainingRequestedEvent, version: Any, metrics: dict[str, float]
+    ) -> Event:
+        return request.follow_up(
+            ModelTrainedEvent,
+            producer=SERVICE,
+            payload=ModelTrained(
+                request_event_id=request.event_id,
+                registered_model=version.name,
+                version=int(version.version),
+                semver=version.tags.get(Tag.SEMVER, "0.0.0"),
+                run_id=version.run_id,
+                labels=registry.labels_of(version),
+                metrics={k: v for k, v in metrics.items() if "." not in k},
+            ),
+        )
+
+    def _record(
+        self,
+        request: TrainingRequestedEvent,
+        as_of: datetime,
+        windows: dict[str, Window],
+        family: Family,
+        fitted: FittedModel,
+    ) -> Event:
+        name = request.model_key.registered_model
+        experiment_id = registry.ensure_experiment(self.client, name)
+        facts = VersionFacts(family=family.name, encoder=family.encoder_id, labels=fitted.labels)
+        previous = registry.latest_version(self.client, name)
+        semver = registry.next_semver(
+            previous.tags.get(Tag.SEMVER) if previous else None,
+            VersionFacts.from_tags(previous.tags) if previous else None,
+            facts,
+        )
+        tags = {
+            Tag.MODEL_KEY: str(request.model_key),
+            Tag.REQUEST: str(request.event_id),
+            Tag.CORRELATION: str(request.correlation_id),
+            Tag.REASON: request.payload.reason.value,
+            Tag.SEMVER: semver,
+            **facts.tags(),
+        }
+        params = {
+            "as_of": as_of.isoformat(),
+            **{f"{split}_start": w.start.isoformat() for split, w in windows.items()},
+            **{f"{split}_end": w.end.isoformat() for split, w in windows.items()},
+            **{f"{split}_rows": n for split, n in fitted.counts.items()},
+            "requested_by": request.payload.requested_by,
+            **{f"head.{k}": v for k, v in fitted.params.items()},
+        }
+        mlflow.set_tracking_uri(self.config.tracking_uri)
+        if self.config.registry_uri:
+            mlflow.set_registry_uri(self.config.registry_uri)
+        run_name = f"{request.payload.reason.value}-{as_of:%Y%m%dT%H%M}"
+        try:
+            with (
+                mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags) as run,
+                tempfile.TemporaryDirectory() as tmp,
+            ):
+                mlflow.log_params({k: _param(v) for k, v in params.items()})
+                mlflow.log_metrics(fitted.metrics)
+                folder = Path(tmp)
+                family.write_artifacts(fitted, folder)
+                (folder / "labels.json").write_text(json.dumps(sorted(fitted.labels), indent=1))
+                (folder / "report.md").write_text(
+                    family.report(request, semver, windows, fitted, params)
+                )
+                mlflow.log_artifacts(str(folder))
+                info = mlflow.pyfunc.log_model(
+                    name="model",
+                    python_model=fitted.pyfunc,
+                    pip_requirements=family.pip_requirements(),
+                    signature=fitted.signature,
+                )
+                version = mlflow.register_model(info.model_uri, name, tags=tags)
+                self.client.set_registered_model_alias(name, registry.CHALLENGER, version.version)
+                mlflow.set_tag(Tag.VERSION, version.version)
+        except (OSError, mlflow.exceptions.MlflowException) as exc:
+            raise RetryableError(f"MLflow at {self.config.tracking_uri}: {exc}") from exc
+        log.info(
+            "%s: version %s (%s) registered from run %s as %s",
+            name,
+            version.version,
+            semver,
+            run.info.run_id,
+            registry.CHALLENGER,
+        )
+        version = self.client.get_model_version(name, version.version)
+        return self._trained_event(request, version, fitted.metrics)
+
+
+def _param(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    return text[:6000]  # MLflow's limit on a param value
