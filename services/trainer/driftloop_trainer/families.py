@@ -21,12 +21,12 @@ import pandas as pd
 from driftloop_common.drift.baseline import ARTIFACT_PATH, build_baseline
 from driftloop_common.encoder import MODEL_ID
 from driftloop_common.events import EncoderInfo, ModelKey, ModelType, TrainingRequestedEvent
+from driftloop_common.modeling.data import feature_rows, text_examples
 from driftloop_common.modeling.metrics import classification_scores, regression_scores
 from driftloop_common.modeling.pyfunc import TabularScorer, TextClassifier
 from driftloop_common.modeling.reports import confusion_matrix_png, markdown_table
 from driftloop_common.modeling.splits import SPLITS, Window
 from driftloop_common.registry import metric_name
-from driftloop_common.store import InteractionStore, embedding_matrix
 
 if TYPE_CHECKING:
     from mlflow.models import ModelSignature
@@ -160,24 +160,11 @@ class TextFamily:
         self.encoder_id = f"{self.encoder.id}@{self.encoder.precision}"
 
     def load(self, key: ModelKey, windows: dict[str, Window]) -> SplitData:
-        from driftloop_common.modeling.text_head import TextExamples
-
-        store = InteractionStore(self.config.store_url)
-        frames, targets = {}, {}
-        for split, window in windows.items():
-            table = store.read(
-                key.language,
-                window.start,
-                window.end,
-                columns=["text", "label", "embedding"],
-                encoder=self.encoder,
-                labelled_only=True,
-            )
-            labels = np.asarray(table.column("label").to_pylist(), dtype=object)
-            texts = ["" if t is None else t for t in table.column("text").to_pylist()]
-            frames[split] = TextExamples(texts, embedding_matrix(table), labels)
-            targets[split] = labels
-        return SplitData(frames, targets, categorical=True)
+        frames = {
+            split: text_examples(self.config.store_url, key.language, window, self.encoder)
+            for split, window in windows.items()
+        }
+        return SplitData(frames, {s: f.labels for s, f in frames.items()}, categorical=True)
 
     def fit(self, data: SplitData, *, seed: int, progress: Progress) -> FittedModel:
         from mlflow.models import infer_signature
@@ -302,15 +289,13 @@ class TabularFamily:
 
     def load(self, key: ModelKey, windows: dict[str, Window]) -> SplitData:
         from driftloop_common.modeling.tabular import LEAD_SCORE_SPEC
-        from driftloop_common.tables import FeatureTableStore
 
-        store = FeatureTableStore(self.config.store_url, table="leads")
-        frames, targets = {}, {}
-        for split, window in windows.items():
-            frame = store.read(key.language, window.start, window.end)
-            frame = frame[frame[LEAD_SCORE_SPEC.target].notna()]
-            frames[split] = frame
-            targets[split] = frame[LEAD_SCORE_SPEC.target].to_numpy(dtype=float)
+        target = LEAD_SCORE_SPEC.target
+        frames = {
+            split: feature_rows(self.config.store_url, key.language, window, target)
+            for split, window in windows.items()
+        }
+        targets = {s: f[target].to_numpy(dtype=float) for s, f in frames.items()}
         return SplitData(frames, targets, categorical=False)
 
     def fit(self, data: SplitData, *, seed: int, progress: Progress) -> FittedModel:

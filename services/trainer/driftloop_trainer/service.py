@@ -13,12 +13,15 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from prometheus_client import Counter, Histogram
 
 from driftloop_common.events import Event, TrainingFailedEvent, TrainingRequestedEvent
 from driftloop_common.metrics import LoopMetrics
-from driftloop_trainer.training import Trainer
+
+if TYPE_CHECKING:
+    from driftloop_trainer.training import Trainer
 
 log = logging.getLogger(__name__)
 
