@@ -12,6 +12,8 @@ from rich.console import Console
 
 from driftloop_cli import generate as generate_commands
 from driftloop_cli import kafka_io
+from driftloop_cli import leads as lead_commands
+from driftloop_cli.train import train as train_command
 from driftloop_common.errors import DriftloopError
 from driftloop_common.events import (
     Event,
@@ -43,6 +45,8 @@ app.add_typer(publish_app, name="publish")
 app.add_typer(kafka_app, name="kafka")
 app.add_typer(topics_app, name="topics")
 generate_commands.register(app)
+lead_commands.register(app)
+app.command("train")(train_command)
 
 out = Console()
 err = Console(stderr=True)

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -90,6 +91,8 @@ def next_semver(previous: str | None, before: VersionFacts | None, now: VersionF
 
 
 def client(tracking_uri: str, registry_uri: str | None = None) -> MlflowClient:
+    # Services log as JSON lines; MLflow's tqdm bars would interleave with them.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     from mlflow import MlflowClient
 
     return MlflowClient(tracking_uri=tracking_uri, registry_uri=registry_uri)
