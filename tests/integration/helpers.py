@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
+from pathlib import Path
 from typing import Any
 
+import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from driftloop_common.events import (
@@ -21,9 +27,11 @@ from driftloop_common.events import (
     decode_event,
 )
 from driftloop_common.kafka import create_topics, make_consumer, make_producer
+from driftloop_common.local_kafka import free_port
 from driftloop_common.service import Handler, RetryPolicy, ServiceLoop
 from driftloop_common.settings import KafkaSettings
 
+ROOT = Path(__file__).resolve().parents[2]
 LANGUAGES = ("en-us", "es-es", "fr-fr", "de-de", "pt-br", "it-it", "nl-nl", "ja-jp")
 
 
@@ -124,3 +132,84 @@ async def running(loop: ServiceLoop[Any]) -> AsyncIterator[asyncio.Task[None]]:
     finally:
         loop.stop()
         await asyncio.wait_for(task, 30)  # a loop that crashed fails the test here
+
+
+class ServiceProcess:
+    """One driftloop service as its own process (`python -m <module>`), logs to a file."""
+
+    def __init__(self, module: str, env: dict[str, str], log: Path) -> None:
+        self.module, self.log, self.port = module, log, free_port()
+        self.env = {
+            **os.environ,
+            "DRIFTLOOP_HTTP_PORT": str(self.port),
+            "DRIFTLOOP_POLL_TIMEOUT_MS": "200",
+            "DRIFTLOOP_LOG_JSON": "false",
+            **env,
+        }
+        self.proc: subprocess.Popen | None = None
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def log_tail(self, chars: int = 4000) -> str:
+        return self.log.read_text(errors="replace")[-chars:] if self.log.exists() else ""
+
+    async def start(self, timeout_s: float = 120) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", self.module],
+            env=self.env,
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=self.log.open("ab"),
+        )
+        deadline = time.monotonic() + timeout_s
+        async with httpx.AsyncClient(timeout=2) as http:
+            while time.monotonic() < deadline:
+                assert self.proc.poll() is None, f"{self.module} exited:\n{self.log_tail()}"
+                with contextlib.suppress(httpx.HTTPError):
+                    if (await http.get(self.url("/readyz"))).status_code == 200:
+                        return
+                await asyncio.sleep(0.3)
+        raise AssertionError(f"{self.module} never became ready:\n{self.log_tail()}")
+
+    async def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            await asyncio.to_thread(self.proc.wait, 60)
+
+
+async def events_until(
+    bootstrap: str,
+    topic: str,
+    found: Callable[[list[Event]], bool],
+    *,
+    timeout_s: float,
+    keep: Callable[[Event], bool] = lambda event: True,
+    on_timeout: Callable[[], str] = lambda: "",
+) -> list[Event]:
+    """Read `topic` from the start, decoding events that `keep` accepts, until `found`."""
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+    )
+    await consumer.start()
+    events: list[Event] = []
+    try:
+        deadline = time.monotonic() + timeout_s
+        while not found(events):
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"timed out after {timeout_s} s on {topic}; got {len(events)} event(s)\n"
+                    + on_timeout()
+                )
+            for records in (await consumer.getmany(timeout_ms=500)).values():
+                for record in records:
+                    event = decode_event(record.value or b"")
+                    if keep(event):
+                        events.append(event)
+        return events
+    finally:
+        await consumer.stop()

@@ -91,8 +91,10 @@ def next_semver(previous: str | None, before: VersionFacts | None, now: VersionF
 
 
 def client(tracking_uri: str, registry_uri: str | None = None) -> MlflowClient:
-    # Services log as JSON lines; MLflow's tqdm bars would interleave with them.
+    # Services log as JSON lines: MLflow's tqdm bars would interleave with them. A version
+    # pins its requirements; the project's uv.lock is not copied into every version.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    os.environ.setdefault("MLFLOW_LOG_UV_FILES", "false")
     from mlflow import MlflowClient
 
     return MlflowClient(tracking_uri=tracking_uri, registry_uri=registry_uri)

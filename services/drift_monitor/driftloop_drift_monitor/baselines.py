@@ -11,13 +11,12 @@ from __future__ import annotations
 import logging
 import tempfile
 
+from driftloop_common import registry
 from driftloop_common.drift.baseline import ARTIFACT_PATH, DriftBaseline
-from driftloop_common.errors import RetryableError
 from driftloop_common.events import EncoderInfo, ModelKey
 from driftloop_drift_monitor.monitor import BaselineSource, MonitorConfig
 
 log = logging.getLogger(__name__)
-CHAMPION = "champion"
 
 
 class MlflowBaselineSource(BaselineSource):
@@ -25,18 +24,14 @@ class MlflowBaselineSource(BaselineSource):
         self.tracking_uri = tracking_uri
 
     def load(self, key: ModelKey) -> DriftBaseline | None:
-        from mlflow import MlflowClient
         from mlflow.exceptions import MlflowException
 
-        client = MlflowClient(tracking_uri=self.tracking_uri)
+        client = registry.client(self.tracking_uri)
         name = key.registered_model
-        try:
-            version = client.get_model_version_by_alias(name, CHAMPION)
-        except MlflowException as exc:
-            if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
-                log.info("no %s alias on %s yet", CHAMPION, name)
-                return None
-            raise RetryableError(f"MLflow at {self.tracking_uri}: {exc}") from exc
+        version = registry.version_by_alias(client, name, registry.CHAMPION)
+        if version is None:
+            log.info("no %s alias on %s yet", registry.CHAMPION, name)
+            return None
         with tempfile.TemporaryDirectory() as folder:
             try:
                 path = client.download_artifacts(version.run_id, ARTIFACT_PATH, folder)

@@ -23,6 +23,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import mlflow
+import mlflow.pyfunc
 import numpy as np
 
 from driftloop_common import registry
@@ -73,6 +75,9 @@ class Evaluator:
     def __init__(self, config: EvaluatorConfig) -> None:
         self.config = config
         self.client = registry.client(config.tracking_uri, config.registry_uri)
+        mlflow.set_tracking_uri(config.tracking_uri)  # `models:/` URIs resolve through it
+        if config.registry_uri:
+            mlflow.set_registry_uri(config.registry_uri)
 
     def evaluate(self, event: ModelTrainedEvent) -> ModelEvaluatedEvent:
         p = event.payload
@@ -135,11 +140,8 @@ class Evaluator:
         if champion is not None and not isinstance(champion, TextClassifier):
             champion = None  # a family change: nothing comparable (the semver says major)
         test = text_examples(self.config.store_url, language, window, challenger.encoder)
-        if len(test.texts) < self.config.min_test_rows:
-            raise RetryableError(
-                f"the test window {window} holds {len(test.texts)} labelled rows "
-                f"(needs ≥ {self.config.min_test_rows}); the store may still be catching up"
-            )
+        if (short := self._too_few(window, len(test.texts))) is not None:
+            return short
         ch_pred = _predict(challenger, test, challenger.encoder)
         ch_scores = classification_scores(test.labels, ch_pred["label"])
         metrics = {
@@ -210,11 +212,8 @@ class Evaluator:
         if champion is not None and not isinstance(champion, TabularScorer):
             champion = None
         rows = feature_rows(self.config.store_url, language, window, LEAD_SCORE_SPEC.target)
-        if len(rows) < self.config.min_test_rows:
-            raise RetryableError(
-                f"the test window {window} holds {len(rows)} rows "
-                f"(needs ≥ {self.config.min_test_rows})"
-            )
+        if (short := self._too_few(window, len(rows))) is not None:
+            return short
         truth = rows[LEAD_SCORE_SPEC.target].to_numpy(dtype=float)
         ch = regression_scores(truth, challenger.predict(None, rows)["score"].to_numpy())
         metrics = {"test_rows": float(len(rows))} | {f"challenger_{k}": v for k, v in ch.items()}
@@ -229,9 +228,21 @@ class Evaluator:
 
     # ------------------------------------------------------------- internals
 
-    def _load(self, name: str, version: str) -> Any:
-        import mlflow.pyfunc
+    def _too_few(self, window: Window, rows: int) -> Outcome | None:
+        """Too few labelled rows to judge: a failed verdict that says so (not a retry:
+        the window's rows will not appear later)."""
+        if rows >= self.config.min_test_rows:
+            return None
+        verdict = Verdict()
+        verdict.check(
+            "test_rows",
+            False,
+            f"the test window {window} holds {rows} labelled rows "
+            f"(needs ≥ {self.config.min_test_rows})",
+        )
+        return Outcome(verdict, {"test_rows": float(rows)}, [])
 
+    def _load(self, name: str, version: str) -> Any:
         try:
             loaded = mlflow.pyfunc.load_model(f"models:/{name}/{version}")
         except Exception as exc:

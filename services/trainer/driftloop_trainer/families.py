@@ -93,6 +93,7 @@ class FittedModel:
     metrics: dict[str, float]
     counts: dict[str, int]
     signature: ModelSignature | None
+    input_example: Any = None  # raw input MLflow runs through the model before logging it
     extras: dict[str, Any] = field(default_factory=dict)
 
 
@@ -213,6 +214,7 @@ class TextFamily:
             metrics=metrics,
             counts=data.counts(),
             signature=signature,
+            input_example=example,
             extras={
                 "baseline": baseline,
                 "test_truth": test.labels,
@@ -321,7 +323,8 @@ class TabularFamily:
         importances = model.feature_importances()
         metrics |= {metric_name("importance", k): v for k, v in importances.items()}
         scorer = TabularScorer(model, features)
-        example = test[features].head(3)
+        # Integers may be missing (NA) at serving time: the signature declares them doubles.
+        example = test[features].head(3).astype(dict.fromkeys(spec.numeric, "float64"))
         signature = infer_signature(example, scorer.predict(None, example))
         return FittedModel(
             pyfunc=scorer,
@@ -330,6 +333,7 @@ class TabularFamily:
             metrics=metrics,
             counts=data.counts(),
             signature=signature,
+            input_example=example,
             extras={
                 "importances": importances,
                 "scores": {"validation": val_scores, "test": test_scores},

@@ -68,6 +68,7 @@ class Trainer:
     def train(self, request: TrainingRequestedEvent, progress: Progress | None = None) -> Event:
         """Train for `request`; returns `model.trained` or `training.failed`."""
         say = progress or (lambda step: log.info("%s: %s", request.model_key, step))
+        started = datetime.now(UTC)
         if (done := self.existing(request)) is not None:
             say(f"request {request.event_id} already produced version {done.payload.version}")
             return done
@@ -90,19 +91,22 @@ class Trainer:
                 ),
             )
         say("logging the run and registering the version")
-        return self._record(request, as_of, windows, family, fitted)
+        return self._record(request, as_of, windows, family, fitted, started)
 
     def as_of(self, request: TrainingRequestedEvent) -> datetime:
         return request.payload.as_of or request.occurred_at
 
     def last_started(self, request: TrainingRequestedEvent) -> datetime | None:
-        """When the newest training of this model key started (coalescing reads it)."""
+        """When the newest *completed* training of this model key started (coalescing
+        reads it). A run that failed midway covers no request."""
         experiment = self.client.get_experiment_by_name(request.model_key.registered_model)
         if experiment is None:
             return None
         runs = self.client.search_runs(
             [experiment.experiment_id],
-            filter_string=f"tags.`{Tag.MODEL_KEY}` = '{request.model_key}'",
+            filter_string=(
+                f"tags.`{Tag.MODEL_KEY}` = '{request.model_key}' AND attributes.status = 'FINISHED'"
+            ),
             order_by=["attributes.start_time DESC"],
             max_results=1,
         )
@@ -151,6 +155,7 @@ class Trainer:
         windows: dict[str, Window],
         family: Family,
         fitted: FittedModel,
+        started: datetime,
     ) -> Event:
         name = request.model_key.registered_model
         experiment_id = registry.ensure_experiment(self.client, name)
@@ -182,8 +187,16 @@ class Trainer:
             mlflow.set_registry_uri(self.config.registry_uri)
         run_name = f"{request.payload.reason.value}-{as_of:%Y%m%dT%H%M}"
         try:
+            # The run starts when the training started (before reading data): coalescing
+            # compares request times with it.
+            created = self.client.create_run(
+                experiment_id,
+                start_time=int(started.timestamp() * 1000),
+                tags=tags,
+                run_name=run_name,
+            )
             with (
-                mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags) as run,
+                mlflow.start_run(run_id=created.info.run_id) as run,
                 tempfile.TemporaryDirectory() as tmp,
             ):
                 mlflow.log_params({k: _param(v) for k, v in params.items()})
@@ -200,6 +213,7 @@ class Trainer:
                     python_model=fitted.pyfunc,
                     pip_requirements=family.pip_requirements(),
                     signature=fitted.signature,
+                    input_example=fitted.input_example,
                 )
                 version = mlflow.register_model(info.model_uri, name, tags=tags)
                 self.client.set_registered_model_alias(name, registry.CHALLENGER, version.version)

@@ -16,6 +16,7 @@ driftloop`) can load any version.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
@@ -24,6 +25,10 @@ import numpy as np
 import pandas as pd
 
 from driftloop_common.events import EncoderInfo
+
+# Our models accept a DataFrame, a list or a string and log an explicit signature; MLflow's
+# type-hint validation would reject the first two.
+warnings.filterwarnings("ignore", message=".*Add type hints to the `predict` method")
 
 
 class _Examples(Protocol):
@@ -95,7 +100,7 @@ class TextClassifier(mlflow.pyfunc.PythonModel):
 
         return self.head.predict_proba(TextExamples(texts=texts, embeddings=self._encode(texts)))
 
-    def predict(self, context: Any, model_input: Any, params: dict[str, Any] | None = None) -> Any:
+    def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]
         """Raw text in; a DataFrame with `label` and `confidence` out."""
         return self._frame(self.predict_proba(_texts(model_input)))
 
@@ -123,7 +128,7 @@ class TabularScorer(mlflow.pyfunc.PythonModel):
             raise ValueError(f"input lacks feature columns {missing}")
         return frame
 
-    def predict(self, context: Any, model_input: Any, params: dict[str, Any] | None = None) -> Any:
+    def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]
         return pd.DataFrame({"score": self.model.predict(self._records(model_input))})
 
     def explain(self, model_input: Any) -> list[dict[str, float]]:
