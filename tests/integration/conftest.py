@@ -9,7 +9,6 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from driftloop_common.local_kafka import LocalKafka
-from driftloop_common.local_mlflow import LocalMlflow
 from tests.integration.history import SyntheticHistory
 
 
@@ -30,19 +29,6 @@ def fresh_name() -> Callable[[str], str]:
     """Unique topic / group names, so tests never see each other's messages or offsets."""
     run = uuid.uuid4().hex[:8]
     return lambda base: f"test-{base}-{run}"
-
-
-@pytest.fixture(scope="session")
-def mlflow_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real MLflow server (SQLite + served artifacts), or `DRIFTLOOP_TEST_MLFLOW_URI`."""
-    if external := os.environ.get("DRIFTLOOP_TEST_MLFLOW_URI"):
-        yield external
-        return
-    server = LocalMlflow(tmp_path_factory.mktemp("mlflow"))
-    try:
-        yield server.start(timeout_s=180)
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="session")

@@ -16,6 +16,7 @@ from rich.table import Table
 
 from driftloop_cli.generate import _progress
 from driftloop_common.errors import DriftloopError
+from driftloop_common.settings import default_store_url
 from driftloop_common.tables import FeatureTableStore
 from driftloop_synthetic import leads
 
@@ -32,15 +33,16 @@ def register(app: typer.Typer) -> None:
 
 def generate_leads(
     store: Annotated[
-        str,
+        str | None,
         typer.Option(
             "--store",
-            help="Store URL (a folder or any fsspec URL); rows go to <store>/tables/leads.",
+            help="Store URL (a folder or any fsspec URL); rows go to <store>/tables/leads. "
+            "Default: the local run's store.",
             envvar="DRIFTLOOP_STORE_URL",
             show_default=False,
             rich_help_panel=_GEN,
         ),
-    ],
+    ] = None,
     count: Annotated[
         int, typer.Option("--count", "-n", min=0, help="Leads to generate.", rich_help_panel=_GEN)
     ] = 5_000,
@@ -172,6 +174,7 @@ def generate_leads(
     driftloop generate-leads --store ./store --count 20000 --end 2026-07-01
     --concept-drift-at 120 --conversion-lift referral=1.5
     """
+    store = store or default_store_url()
     last = datetime.now(UTC) if end is None else end.replace(tzinfo=end.tzinfo or UTC)
     first = last - timedelta(days=days)
 

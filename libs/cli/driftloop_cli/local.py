@@ -1,8 +1,10 @@
 """`driftloop up`: the whole loop as local processes on embedded defaults.
 
-Starts the Kafka broker, creates the topics, starts every service as its own process
-(logs in `~/.local/state/driftloop/logs/`), waits until each answers `/healthz` and
-`/readyz`, then keeps running until Ctrl-C, and stops what it started.
+Starts the Kafka broker and an MLflow server (SQLite + local artifacts), creates the
+topics, starts every service as its own process (logs in `~/.local/state/driftloop/logs/`),
+waits until each answers `/healthz` and `/readyz`, then keeps running until Ctrl-C, and
+stops what it started. The demo first backfills 100 days of embedded history into the
+interaction store (once), so a drift can lead to a real training and evaluation.
 """
 
 from __future__ import annotations
@@ -25,9 +27,17 @@ from rich.console import Console
 from driftloop_cli.generate import publish_records
 from driftloop_common import topics
 from driftloop_common.errors import DriftloopError, RetryableError
-from driftloop_common.events import DriftDetectedEvent, TrainingRequestedEvent, decode_event
+from driftloop_common.events import (
+    DriftDetectedEvent,
+    ModelEvaluatedEvent,
+    ModelTrainedEvent,
+    TrainingFailedEvent,
+    TrainingRequestedEvent,
+    decode_event,
+)
 from driftloop_common.kafka import create_topics
 from driftloop_common.local_kafka import LocalKafka, free_port, state_root
+from driftloop_common.local_mlflow import LocalMlflow
 from driftloop_common.settings import KafkaSettings
 from driftloop_synthetic import (
     DriftSpec,
@@ -41,6 +51,8 @@ SERVICES: dict[str, str] = {
     "collector": "driftloop_collector.__main__",
     "auditor": "driftloop_auditor.__main__",
     "drift-monitor": "driftloop_drift_monitor.__main__",
+    "trainer": "driftloop_trainer.__main__",
+    "evaluator": "driftloop_evaluator.__main__",
 }
 """Service name → module with `main()`. Later services register here."""
 
@@ -65,12 +77,15 @@ LOCAL_DEFAULTS = {
 }
 
 
-def start_service(name: str, bootstrap: str, logs: Path) -> RunningService:
+def start_service(
+    name: str, bootstrap: str, logs: Path, extra_env: dict[str, str] | None = None
+) -> RunningService:
     port = free_port()
     logs.mkdir(parents=True, exist_ok=True)
     log_file = logs / f"{name}.log"
     env = {
         **LOCAL_DEFAULTS,
+        **(extra_env or {}),
         **os.environ,
         "DRIFTLOOP_KAFKA__BOOTSTRAP_SERVERS": bootstrap,
         "DRIFTLOOP_HTTP_PORT": str(port),
@@ -162,6 +177,35 @@ def demo_config(now: datetime) -> GeneratorConfig:
     )
 
 
+HISTORY_DAYS = 100
+
+
+def backfill_history(store_url: str, now: datetime, console: Console) -> None:
+    """100 days of everyday traffic before the demo's six days, embedded into the store,
+    once: the trainer's split needs 90 days of labelled history."""
+    from driftloop_cli.backfill import backfill_store
+    from driftloop_common.encoder import TextEncoder
+    from driftloop_common.store import InteractionStore
+
+    store = InteractionStore(store_url)
+    demo_start = demo_config(now).start
+    if store.oldest("en-us", 1, columns=["completed_at"]).num_rows:
+        console.print(f"[green]✓[/] history already in the store ({store_url})")
+        return
+    config = GeneratorConfig(
+        seed=11,
+        count=HISTORY_DAYS * 40,
+        start=demo_start - timedelta(days=HISTORY_DAYS),
+        end=demo_start,
+        spanish_share=0.3,
+    )
+    with console.status(
+        f"embedding {config.count} interactions of history into {store_url} (once)…"
+    ):
+        written = backfill_store(store, generate(config), TextEncoder().load())
+    console.print(f"[green]✓[/] {written} interactions of history in the store")
+
+
 def replay_demo(bootstrap: str, console: Console) -> None:
     """Stream the demo traffic into `interactions.raw` as Genesys events."""
     config = demo_config(datetime.now(UTC))
@@ -186,6 +230,7 @@ class LapWatcher(threading.Thread):
         topics.DRIFT_DETECTED,
         topics.TRAINING_REQUESTED,
         topics.MODEL_TRAINED,
+        topics.TRAINING_FAILED,
         topics.MODEL_EVALUATED,
         topics.MODEL_PROMOTED,
         topics.MODEL_ROLLED_BACK,
@@ -236,6 +281,15 @@ def describe(raw: bytes) -> str:
     if isinstance(event, TrainingRequestedEvent):
         what = f"new intent '{p.new_label}'" if p.new_label else p.reason
         return f"{head}  → training requested ({what}) by {p.requested_by}"
+    if isinstance(event, ModelTrainedEvent):
+        f1 = p.metrics.get("test_macro_f1")
+        score = f", test macro-F1 {f1:.3f}" if f1 is not None else ""
+        return f"{head}  trained {p.registered_model} v{p.version} ({p.semver}){score}"
+    if isinstance(event, TrainingFailedEvent):
+        return f"{head}  training failed: {p.reason}"
+    if isinstance(event, ModelEvaluatedEvent):
+        verdict = "passed" if p.passed else "rejected: " + "; ".join(p.reasons)
+        return f"{head}  v{p.version} evaluation {verdict}"
     return f"{head}  {event.event_type}"
 
 
@@ -257,6 +311,8 @@ def run_local(
     signal.signal(signal.SIGINT, _interrupt)
     broker = LocalKafka(data_dir, port=port)
     started_broker = broker.pid() is None
+    mlflow_server = LocalMlflow(state_root() / "mlflow")
+    started_mlflow = mlflow_server.pid() is None
     logs = state_root() / "logs"
     services: list[RunningService] = []
     watcher: LapWatcher | None = None
@@ -266,8 +322,18 @@ def run_local(
         console.print(f"[green]✓[/] Kafka on {bootstrap}  (log {broker.log_file})")
         created = asyncio.run(create_topics(KafkaSettings(bootstrap_servers=bootstrap)))
         console.print(f"[green]✓[/] topics ready ({len(created)} created)")
+        with console.status("starting MLflow (SQLite + local artifacts)…"):
+            tracking_uri = mlflow_server.start()
+        console.print(f"[green]✓[/] MLflow on {tracking_uri}  (log {mlflow_server.log_file})")
+        if demo and not exit_when_ready:
+            backfill_history(
+                os.environ.get("DRIFTLOOP_STORE_URL", LOCAL_DEFAULTS["DRIFTLOOP_STORE_URL"]),
+                datetime.now(UTC),
+                console,
+            )
+        mlflow_env = {"DRIFTLOOP_MLFLOW__TRACKING_URI": tracking_uri}
         for name in SERVICES:
-            services.append(start_service(name, bootstrap, logs))
+            services.append(start_service(name, bootstrap, logs, mlflow_env))
         with console.status("waiting for services to answer /healthz and /readyz…"):
             wait_ready(services, ready_timeout_s)
         for svc in services:
@@ -307,6 +373,8 @@ def run_local(
         with console.status("stopping services…"):
             for svc in services:
                 stop_service(svc)
+            if started_mlflow:
+                mlflow_server.stop()
             if started_broker:
                 broker.stop()
         console.print("stopped" + (" (Kafka too)" if started_broker else " (Kafka left running)"))

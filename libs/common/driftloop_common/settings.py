@@ -139,6 +139,13 @@ class ServiceSettings(BaseSettings):
     auto_offset_reset: str = Field(default="earliest", pattern="^(earliest|latest)$")
 
 
+def default_store_url() -> str:
+    """The interaction store of a local run: `~/.local/state/driftloop/store`."""
+    from driftloop_common.local_kafka import state_root
+
+    return str(state_root() / "store")
+
+
 S = TypeVar("S", bound=ServiceSettings)
 
 

@@ -2,12 +2,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from driftloop_common.local_kafka import state_root
-from driftloop_common.settings import MlflowSettings, ServiceSettings
-
-
-def _default_store() -> str:
-    return str(state_root() / "store")
+from driftloop_common.settings import MlflowSettings, ServiceSettings, default_store_url
 
 
 class EvaluatorSettings(ServiceSettings):
@@ -15,7 +10,7 @@ class EvaluatorSettings(ServiceSettings):
 
     service_name: str = "evaluator"
     http_port: int = 8400
-    store_url: str = Field(default_factory=_default_store)
+    store_url: str = Field(default_factory=default_store_url)
     mlflow: MlflowSettings = Field(default_factory=MlflowSettings)
     f1_delta: float = Field(default=0.03, ge=0)  # challenger macro-F1 ≥ champion + delta
     f1_floor: float = Field(default=0.6, ge=0, le=1)

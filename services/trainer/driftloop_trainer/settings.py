@@ -2,12 +2,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from driftloop_common.local_kafka import state_root
-from driftloop_common.settings import MlflowSettings, ServiceSettings
-
-
-def _default_store() -> str:
-    return str(state_root() / "store")
+from driftloop_common.settings import MlflowSettings, ServiceSettings, default_store_url
 
 
 class TrainerSettings(ServiceSettings):
@@ -15,7 +10,7 @@ class TrainerSettings(ServiceSettings):
 
     service_name: str = "trainer"
     http_port: int = 8300
-    store_url: str = Field(default_factory=_default_store)  # interactions and feature tables
+    store_url: str = Field(default_factory=default_store_url)  # interactions and feature tables
     mlflow: MlflowSettings = Field(default_factory=MlflowSettings)
     # Days before the request time T at which each split starts and ends.
     train_days: tuple[float, float] = (90.0, 30.0)
