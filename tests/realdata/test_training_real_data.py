@@ -31,6 +31,7 @@ from driftloop_trainer.training import Trainer, TrainerConfig
 from tests.real_data import REAL_DATA
 from tests.realdata import Banking, EmbeddingCache
 
+pytestmark = pytest.mark.timeout(900)  # the first test embeds Banking77 (13k texts)
 CFPB = REAL_DATA / "cfpb-complaints" / "complaints_sample.csv"
 
 

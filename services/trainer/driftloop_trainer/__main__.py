@@ -31,6 +31,8 @@ def trainer_config(settings: TrainerSettings) -> TrainerConfig:
         },
         encoder_precision=settings.encoder_precision,
         refit_on_validation=settings.refit_on_validation,
+        fine_tune=settings.fine_tune,
+        fine_tune_epochs=settings.fine_tune_epochs,
         seed=settings.seed,
     )
 

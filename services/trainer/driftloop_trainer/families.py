@@ -22,6 +22,7 @@ from driftloop_common.drift.baseline import ARTIFACT_PATH, build_baseline
 from driftloop_common.encoder import MODEL_ID
 from driftloop_common.events import EncoderInfo, ModelKey, ModelType, TrainingRequestedEvent
 from driftloop_common.modeling.data import feature_rows, text_examples
+from driftloop_common.modeling.finetune import use_fine_tuning
 from driftloop_common.modeling.metrics import classification_scores, regression_scores
 from driftloop_common.modeling.pyfunc import TabularScorer, TextClassifier
 from driftloop_common.modeling.reports import confusion_matrix_png, markdown_table
@@ -94,6 +95,7 @@ class FittedModel:
     counts: dict[str, int]
     signature: ModelSignature | None
     input_example: Any = None  # raw input MLflow runs through the model before logging it
+    model_artifacts: dict[str, str] | None = None  # files the pyfunc loads (fine-tuned weights)
     extras: dict[str, Any] = field(default_factory=dict)
 
 
@@ -170,23 +172,15 @@ class TextFamily:
     def fit(self, data: SplitData, *, seed: int, progress: Progress) -> FittedModel:
         from mlflow.models import infer_signature
 
-        from driftloop_common.modeling.text_head import select_and_fit
-
         train, validation, test = (data.frames[s] for s in SPLITS)
-        head, selection = select_and_fit(
-            train,
-            validation,
-            refit_on_validation=self.config.refit_on_validation,
-            seed=seed,
-            progress=progress,
-        )
-        progress(f"chose {selection.params}; scoring the test window")
-        val_pred = np.asarray(selection.labels, dtype=object)[
-            selection.validation_proba.argmax(axis=1)
-        ]
+        if use_fine_tuning(self.config.fine_tune):
+            model, params, candidates, val_pred, artifacts = self._fine_tune(data, seed, progress)
+        else:
+            model, params, candidates, val_pred, artifacts = self._head(data, seed, progress)
+        progress(f"chose {params}; scoring the test window")
         val_scores = classification_scores(validation.labels, val_pred)
-        test_proba = head.predict_proba(test)
-        test_pred = np.asarray(head.labels, dtype=object)[test_proba.argmax(axis=1)]
+        test_proba = model.predict_examples_proba(test)
+        test_pred = np.asarray(model.labels, dtype=object)[test_proba.argmax(axis=1)]
         test_scores = classification_scores(test.labels, test_pred)
         metrics = {
             **val_scores.as_metrics("validation"),
@@ -195,6 +189,8 @@ class TextFamily:
         }
         metrics |= {metric_name("validation_f1", k): v for k, v in val_scores.per_class_f1.items()}
         metrics |= {metric_name("test_f1", k): v for k, v in test_scores.per_class_f1.items()}
+        # The drift-monitor watches the collector's (frozen) embeddings: the baseline is
+        # built from those, whatever the model does with the text.
         progress("building the drift baseline from the training rows")
         trained_on = [train, validation] if self.config.refit_on_validation else [train]
         baseline = build_baseline(
@@ -204,25 +200,62 @@ class TextFamily:
             source="training data",
             seed=seed,
         )
-        model = TextClassifier(head, self.encoder)
         example = pd.DataFrame({"text": test.texts[:3] or ["hello"]})
         signature = infer_signature(example, model._frame(test_proba[: len(example)]))
         return FittedModel(
             pyfunc=model,
-            labels=frozenset(head.labels),
-            params=dict(selection.params),
+            labels=frozenset(model.labels),
+            params=params,
             metrics=metrics,
             counts=data.counts(),
             signature=signature,
             input_example=example,
+            model_artifacts=artifacts,
             extras={
                 "baseline": baseline,
                 "test_truth": test.labels,
                 "test_pred": test_pred,
-                "selection": selection,
+                "candidates": candidates,
                 "scores": {"validation": val_scores, "test": test_scores},
             },
         )
+
+    def _head(self, data: SplitData, seed: int, progress: Progress) -> tuple:
+        """The default: a head on the stored embeddings (and text), chosen on validation."""
+        from driftloop_common.modeling.text_head import select_and_fit
+
+        head, selection = select_and_fit(
+            data.frames["train"],
+            data.frames["validation"],
+            refit_on_validation=self.config.refit_on_validation,
+            seed=seed,
+            progress=progress,
+        )
+        val_pred = np.asarray(selection.labels, dtype=object)[
+            selection.validation_proba.argmax(axis=1)
+        ]
+        model = TextClassifier(head, self.encoder)
+        return model, dict(selection.params), selection.candidates, val_pred, None
+
+    def _fine_tune(self, data: SplitData, seed: int, progress: Progress) -> tuple:
+        """Optional: fine-tune the encoder itself; the epoch count chosen on validation."""
+        from driftloop_common.modeling.finetune import (
+            FineTuneConfig,
+            FineTunedClassifier,
+            fine_tune,
+        )
+
+        train, validation = data.frames["train"], data.frames["validation"]
+        config = FineTuneConfig(epochs=self.config.fine_tune_epochs, seed=seed)
+        tuned = fine_tune(
+            train.texts, train.labels, validation.texts, validation.labels, config, progress
+        )
+        model = FineTunedClassifier(tuned.labels, config.max_length)
+        model._load(tuned.folder)
+        val_pred = np.asarray(tuned.labels, dtype=object)[tuned.validation_proba.argmax(axis=1)]
+        params = {"fine_tune": True, "epochs": tuned.epochs, "device": config.device}
+        self.encoder_id = f"{model.encoder.id}@{model.encoder.precision}"
+        return model, params, tuned.history, val_pred, {"fine_tuned": str(tuned.folder)}
 
     def write_artifacts(self, fitted: FittedModel, folder: Path) -> None:
         fitted.extras["baseline"].save(folder / ARTIFACT_PATH)
@@ -233,7 +266,7 @@ class TextFamily:
             labels,
             folder / "confusion_matrix.png",
         )
-        candidates = fitted.extras["selection"].candidates
+        candidates = fitted.extras["candidates"]
         (folder / "candidates.json").write_text(json.dumps(candidates, indent=1, default=str))
 
     def report(

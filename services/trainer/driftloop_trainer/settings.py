@@ -21,6 +21,9 @@ class TrainerSettings(ServiceSettings):
     min_test_rows: int = Field(default=50, gt=0)
     encoder_precision: str = Field(default="fp32", pattern="^(fp32|int8)$")
     refit_on_validation: bool = True  # the final model also learns from the validation window
+    # Full fine-tuning of the encoder: off by default (slow on CPUs); auto = with CUDA.
+    fine_tune: str = Field(default="false", pattern="^(true|false|auto)$")
+    fine_tune_epochs: int = Field(default=3, gt=0)
     seed: int = 0
     # A training takes minutes: the consumer must not be thrown out of its group meanwhile,
     # and the service keeps its heartbeat while it works.

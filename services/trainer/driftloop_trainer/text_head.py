@@ -1,8 +1,8 @@
 """The classifier head of the text families: MiniLM embeddings and the raw text, blended.
 
-    embedding (384-d, unit norm) → multinomial logistic regression  → p_emb     ┐
-    text → tf-idf word 1–2-grams ⊕ char_wb 2–5-grams → linear SVM   → scores d  ├→ p
-           scores → softmax(d / T), T fitted on validation log loss → p_lex     ┘
+    embedding (384-d, unit norm) → multinomial logistic regression  → p_emb  ┐
+    text → tf-idf of word 1–2-grams → one-vs-rest linear SVM        → d      │
+           softmax(d / T), T fitted on the validation log loss      → p_lex  ┘
     p = (1 − w) · p_emb + w · p_lex
 
 On Banking77 the embedding alone reaches 93.0 % test accuracy; the lexical member alone is
@@ -74,8 +74,11 @@ class HeadGrid:
       train above this (the final head always uses every row).
     - `max_iter` 1,000: per fit, for lbfgs and liblinear; not converging is recorded in the
       candidates (`converged`), not raised.
-    - `word_ngrams` (1, 2), `char_ngrams` (2, 5) (`char_wb`: inside word boundaries, at
-      least 2 documents), `max_features` 100,000 per analyzer (the most frequent n-grams).
+    - `word_ngrams` (1, 2) (every word, one-letter ones and numbers included);
+      `char_ngrams` None, or e.g. (2, 5) to add `char_wb` n-grams seen in 2+ texts. On
+      Banking77 they add nothing measurable (validation macro-F1 0.9332 vs 0.9333 with
+      words alone, mean of 3 splits) and cost ~8× the non-zeros: the SVM took 64 s instead
+      of 7 s on 50k rows. `max_features` 100,000 per analyzer (the most frequent).
     - `blas_threads` 1: BLAS threads while fitting (None: the library's default). The
       logistic regression's products are small; on 2 cores shared with other processes,
       2 OpenBLAS threads made a fit 5–17× slower than 1 (1.3 s vs 6.8–22 s, 8k rows).
@@ -88,7 +91,7 @@ class HeadGrid:
     max_selection_rows: int = 20_000
     max_iter: int = 1000
     word_ngrams: tuple[int, int] = (1, 2)
-    char_ngrams: tuple[int, int] = (2, 5)
+    char_ngrams: tuple[int, int] | None = None
     max_features: int = 100_000
     blas_threads: int | None = 1
 
@@ -116,6 +119,8 @@ class HeadGrid:
         if self.blas_threads is not None and self.blas_threads < 1:
             raise ValueError(f"HeadGrid.blas_threads must be >= 1, got {self.blas_threads}")
         for name in ("word_ngrams", "char_ngrams"):
+            if getattr(self, name) is None and name == "char_ngrams":
+                continue
             low, high = getattr(self, name)
             if not 1 <= low <= high:
                 raise ValueError(f"HeadGrid.{name} must be (low, high), 1 <= low <= high")
@@ -153,25 +158,29 @@ class HeadSelection:
 
 
 class _Lexical:
-    """tf-idf word and char n-grams of the text → a one-vs-rest linear SVM's scores."""
+    """tf-idf n-grams of the text → a one-vs-rest linear SVM's scores."""
 
     def __init__(self, grid: HeadGrid) -> None:
         self.vectorizers = [
             TfidfVectorizer(
                 ngram_range=grid.word_ngrams,
+                token_pattern=r"(?u)\b\w+\b",  # one-letter words and digits too ("I", "2")
                 sublinear_tf=True,
                 max_features=grid.max_features,
                 dtype=np.float32,
-            ),
-            TfidfVectorizer(
-                analyzer="char_wb",
-                ngram_range=grid.char_ngrams,
-                min_df=2,
-                sublinear_tf=True,
-                max_features=grid.max_features,
-                dtype=np.float32,
-            ),
+            )
         ]
+        if grid.char_ngrams is not None:
+            self.vectorizers.append(
+                TfidfVectorizer(
+                    analyzer="char_wb",
+                    ngram_range=grid.char_ngrams,
+                    min_df=2,
+                    sublinear_tf=True,
+                    max_features=grid.max_features,
+                    dtype=np.float32,
+                )
+            )
         self.svm: LinearSVC | None = None
 
     def fit_features(self, texts: Sequence[str]) -> sp.csr_matrix | None:

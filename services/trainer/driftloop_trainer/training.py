@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -54,6 +55,8 @@ class TrainerConfig:
     )
     encoder_precision: str = "fp32"
     refit_on_validation: bool = True
+    fine_tune: str = "false"  # true / false / auto (with a CUDA device)
+    fine_tune_epochs: int = 3
     seed: int = 0
     registry_uri: str | None = None
 
@@ -214,12 +217,16 @@ class Trainer:
                     pip_requirements=family.pip_requirements(),
                     signature=fitted.signature,
                     input_example=fitted.input_example,
+                    artifacts=fitted.model_artifacts,
                 )
                 version = mlflow.register_model(info.model_uri, name, tags=tags)
                 self.client.set_registered_model_alias(name, registry.CHALLENGER, version.version)
                 mlflow.set_tag(Tag.VERSION, version.version)
         except (OSError, mlflow.exceptions.MlflowException) as exc:
             raise RetryableError(f"MLflow at {self.config.tracking_uri}: {exc}") from exc
+        finally:
+            for path in (fitted.model_artifacts or {}).values():
+                shutil.rmtree(path, ignore_errors=True)  # logged with the version, or lost
         log.info(
             "%s: version %s (%s) registered from run %s as %s",
             name,

@@ -91,9 +91,12 @@ class TextClassifier(mlflow.pyfunc.PythonModel):
                 )
         return self._text_encoder.encode(texts)
 
+    def predict_examples_proba(self, examples: _Examples) -> np.ndarray:
+        """Class probabilities for texts that already have embeddings of `self.encoder`."""
+        return self.head.predict_proba(examples)
+
     def predict_examples(self, examples: _Examples) -> pd.DataFrame:
-        """Predict from texts that already have embeddings of `self.encoder`."""
-        return self._frame(self.head.predict_proba(examples))
+        return self._frame(self.predict_examples_proba(examples))
 
     def predict_proba(self, texts: list[str]) -> np.ndarray:
         from driftloop_common.modeling.text_head import TextExamples
