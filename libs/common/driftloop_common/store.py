@@ -123,14 +123,14 @@ class InteractionStore:
         for row in latest.values():
             self._check(row)
             day = row.completed_at.astimezone(UTC).date().isoformat()
-            partitions[(_language(row.language), day)].append(row)
+            partitions[(language_tag(row.language), day)].append(row)
         stamp = ingested_at.astimezone(UTC).strftime("%Y%m%dT%H%M%S%f")
         written = []
         with self._storage_errors("write to"):
             for (language, day), part in sorted(partitions.items()):
                 folder = self._day_folder(language, day)
                 path = f"{folder}/part-{stamp}-{uuid.uuid4().hex}.parquet"
-                self._write(self._table(part, ingested_at), folder, path)
+                write_parquet(self.fs, self._table(part, ingested_at), folder, path)
                 written.append(self.fs.unstrip_protocol(path))
         return written
 
@@ -160,22 +160,6 @@ class InteractionStore:
         # Sorted rows give tight row-group statistics for time filters.
         return table.sort_by("completed_at")
 
-    def _write(self, table: pa.Table, folder: str, path: str) -> None:
-        self.fs.makedirs(folder, exist_ok=True)
-        if not isinstance(self.fs, LocalFileSystem):
-            with self.fs.open(path, "wb") as f:
-                pq.write_table(table, f)
-            return
-        # A leading dot hides the partial file from readers (pyarrow, Spark and `read`).
-        tmp = f"{folder}/.{path.rsplit('/', 1)[1]}.tmp"
-        try:
-            with self.fs.open(tmp, "wb") as f:
-                pq.write_table(table, f)
-            self.fs.mv(tmp, path)
-        finally:
-            if self.fs.exists(tmp):
-                self.fs.rm(tmp)
-
     # ------------------------------------------------------------------- read
 
     def read(
@@ -198,11 +182,11 @@ class InteractionStore:
         conversation are reduced to the latest ingested copy before `labelled_only`
         drops unlabelled rows, so a relabelled conversation is judged by its latest copy.
         """
-        start, end = _utc(start, "start"), _utc(end, "end")
+        start, end = aware_utc(start, "start"), aware_utc(end, "end")
         if end < start:
             raise ValueError(f"end {end.isoformat()} is before start {start.isoformat()}")
-        language = _language(language)
-        days = _days(start, end)
+        language = language_tag(language)
+        days = day_partitions(start, end)
         window = (ds.field("completed_at") >= start) & (ds.field("completed_at") < end)
         with self._storage_errors("read from"):
             files = [f for day in days for f in self._files(language, day)]
@@ -247,13 +231,13 @@ class InteractionStore:
         """
         if n < 0:
             raise ValueError(f"n must be >= 0, got {n}")
-        language = _language(language)
+        language = language_tag(language)
         found = None
         with self._storage_errors("read from"):
             for day in self._days_stored(language):
                 part = self._scan(self._files(language, day), None, encoder, columns, False)
                 found = part if found is None else pa.concat_tables([found, part])
-                found = _latest_copies(found)
+                found = latest_copies(found)
                 if found.num_rows >= n:
                     break
         if found is None:
@@ -296,7 +280,7 @@ class InteractionStore:
             )
             condition = same if condition is None else condition & same
         dataset = ds.dataset(files, schema=self._file_schema, format="parquet", filesystem=self.fs)
-        return _latest_copies(dataset.to_table(columns=names, filter=condition))
+        return latest_copies(dataset.to_table(columns=names, filter=condition))
 
     def _columns(self, columns: Sequence[str]) -> list[str]:
         unknown = sorted(set(columns) - set(self.schema.names))
@@ -329,20 +313,39 @@ class InteractionStore:
             ) from exc
 
 
-def _latest_copies(table: pa.Table) -> pa.Table:
-    """One row per conversation_id: the one with the latest `ingested_at`."""
+def write_parquet(fs: Any, table: pa.Table, folder: str, path: str) -> None:
+    """Write one new Parquet file that readers never see half-written.
+
+    On a local disk it is written under a hidden temporary name (a leading dot hides it
+    from pyarrow, Spark and our readers) and renamed; object stores publish an object only
+    once its upload completes, so there it is written in place."""
+    fs.makedirs(folder, exist_ok=True)
+    if not isinstance(fs, LocalFileSystem):
+        with fs.open(path, "wb") as f:
+            pq.write_table(table, f)
+        return
+    tmp = f"{folder}/.{path.rsplit('/', 1)[1]}.tmp"
+    try:
+        with fs.open(tmp, "wb") as f:
+            pq.write_table(table, f)
+        fs.mv(tmp, path)
+    finally:
+        if fs.exists(tmp):
+            fs.rm(tmp)
+
+
+def latest_copies(table: pa.Table, id_column: str = "conversation_id") -> pa.Table:
+    """One row per `id_column`: the one with the latest `ingested_at`."""
     if table.num_rows == 0:
         return table
-    order = pc.sort_indices(
-        table, [("conversation_id", "ascending"), ("ingested_at", "descending")]
-    )
-    ids = table.column("conversation_id").take(order).to_numpy(zero_copy_only=False)
+    order = pc.sort_indices(table, [(id_column, "ascending"), ("ingested_at", "descending")])
+    ids = table.column(id_column).take(order).to_numpy(zero_copy_only=False)
     first = np.ones(len(ids), dtype=bool)
     first[1:] = ids[1:] != ids[:-1]
     return table.take(order.filter(pa.array(first)))
 
 
-def _language(value: str) -> str:
+def language_tag(value: str) -> str:
     """The partition value: a lower-case BCP 47 tag (also keeps `/` and `..` out of paths)."""
     tag = value.strip().lower().replace("_", "-")
     if not _LANGUAGE.match(tag):
@@ -352,13 +355,13 @@ def _language(value: str) -> str:
     return tag
 
 
-def _utc(moment: datetime, name: str) -> datetime:
+def aware_utc(moment: datetime, name: str) -> datetime:
     if moment.tzinfo is None:
         raise ValueError(f"{name} must be timezone-aware, got {moment.isoformat()}")
     return moment.astimezone(UTC)
 
 
-def _days(start: datetime, end: datetime) -> list[str]:
+def day_partitions(start: datetime, end: datetime) -> list[str]:
     """The UTC days that rows of `[start, end)` can fall on."""
     if end <= start:
         return []

@@ -25,16 +25,19 @@ from datetime import UTC, datetime
 from typing import Any
 
 import fsspec
-import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
-from fsspec.implementations.local import LocalFileSystem
 
 from driftloop_common.errors import PermanentError, RetryableError
-from driftloop_common.store import _days, _language, _utc
+from driftloop_common.store import (
+    aware_utc,
+    day_partitions,
+    language_tag,
+    latest_copies,
+    write_parquet,
+)
 
 _TABLE = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 _UTC_US = pa.timestamp("us", tz="UTC")
@@ -89,7 +92,7 @@ class FeatureTableStore:
             for (language, day), part in rows.groupby([rows["language"], days], sort=True):
                 folder = self._day_folder(str(language), str(day))
                 path = f"{folder}/part-{stamp}-{uuid.uuid4().hex}.parquet"
-                self._write(self._arrow(part), folder, path)
+                write_parquet(self.fs, self._arrow(part), folder, path)
                 written.append(self.fs.unstrip_protocol(path))
         return written
 
@@ -112,7 +115,7 @@ class FeatureTableStore:
             )
         rows = frame.copy()
         rows["completed_at"] = completed.dt.tz_convert("UTC").astype("datetime64[us, UTC]")
-        rows["language"] = [_language(str(value)) for value in rows["language"]]
+        rows["language"] = [language_tag(str(value)) for value in rows["language"]]
         return rows
 
     def _arrow(self, part: pd.DataFrame) -> pa.Table:
@@ -136,21 +139,6 @@ class FeatureTableStore:
         # Sorted rows give tight row-group statistics for time filters.
         return table.sort_by("completed_at")
 
-    def _write(self, table: pa.Table, folder: str, path: str) -> None:
-        self.fs.makedirs(folder, exist_ok=True)
-        if not isinstance(self.fs, LocalFileSystem):
-            with self.fs.open(path, "wb") as f:
-                pq.write_table(table, f)
-            return
-        tmp = f"{folder}/.{path.rsplit('/', 1)[1]}.tmp"  # hidden from readers
-        try:
-            with self.fs.open(tmp, "wb") as f:
-                pq.write_table(table, f)
-            self.fs.mv(tmp, path)
-        finally:
-            if self.fs.exists(tmp):
-                self.fs.rm(tmp)
-
     # ------------------------------------------------------------------- read
 
     def read(self, language: str, start: datetime, end: datetime) -> pd.DataFrame:
@@ -160,13 +148,13 @@ class FeatureTableStore:
         `ingested_at`; the index is a fresh RangeIndex. Raises `ValueError` for naive or
         reversed bounds, `PermanentError` when stored files disagree on a column's type.
         """
-        start, end = _utc(start, "start"), _utc(end, "end")
+        start, end = aware_utc(start, "start"), aware_utc(end, "end")
         if end < start:
             raise ValueError(f"end {end.isoformat()} is before start {start.isoformat()}")
-        language = _language(language)
+        language = language_tag(language)
         window = (ds.field("completed_at") >= start) & (ds.field("completed_at") < end)
         with self._storage_errors("read from"):
-            files = [f for day in _days(start, end) for f in self._files(language, day)]
+            files = [f for day in day_partitions(start, end) for f in self._files(language, day)]
             table = self._scan(files, window)
         table = table.sort_by([("completed_at", "ascending"), (self.id_column, "ascending")])
         frame = table.to_pandas()
@@ -194,7 +182,7 @@ class FeatureTableStore:
         names = [*first, *(n for n in schema.names if n not in {*first, "ingested_at"})]
         schema = pa.schema([schema.field(n) for n in [*names, "ingested_at"]], schema.metadata)
         dataset = ds.dataset(files, schema=schema, format="parquet", filesystem=self.fs)
-        return _latest_copies(dataset.to_table(filter=window), self.id_column)
+        return latest_copies(dataset.to_table(filter=window), self.id_column)
 
     def _day_folder(self, language: str, day: str) -> str:
         return f"{self.root}/language={language}/day={day}"
@@ -211,14 +199,3 @@ class FeatureTableStore:
             raise RetryableError(
                 f"cannot {action} the feature table {self.table} at {self.url}: {exc}"
             ) from exc
-
-
-def _latest_copies(table: pa.Table, id_column: str) -> pa.Table:
-    """One row per id: the one with the latest `ingested_at`."""
-    if table.num_rows == 0:
-        return table
-    order = pc.sort_indices(table, [(id_column, "ascending"), ("ingested_at", "descending")])
-    ids = table.column(id_column).take(order).to_numpy(zero_copy_only=False)
-    first = np.ones(len(ids), dtype=bool)
-    first[1:] = ids[1:] != ids[:-1]
-    return table.take(order.filter(pa.array(first)))
