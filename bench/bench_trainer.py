@@ -5,8 +5,8 @@ Run:  .venv/bin/python bench/bench_trainer.py [--sizes 10000,50000,200000] [--cl
 Data: N interactions over the 90 days of the default split (so ~2/3 train, ~1/4
 validation, ~1/15 test), stored with 384-d unit vectors drawn around one centroid per
 class (a stand-in for stored MiniLM embeddings, which the trainer never recomputes) and
-short texts made of a class word and random filler (the head's lexical features need
-text). Each size runs in its own subprocess, so the peak RSS (ru_maxrss) is that size's.
+short texts of random filler, half of them with a class word (the head's lexical features
+need text). Each size runs in its own subprocess, so the peak RSS (ru_maxrss) is that size's.
 The MLflow server is a local one (SQLite), started once. Timings are wall time.
 """
 
@@ -39,7 +39,8 @@ def fill_store(url: str, n: int, classes: int, as_of: datetime, seed: int) -> No
     rng = np.random.default_rng(seed)
     centroids = rng.normal(size=(classes, 384))
     labels = rng.integers(0, classes, n)
-    x = centroids[labels] + rng.normal(scale=2.5, size=(n, 384))
+    named = rng.random(n) < 0.5  # half the texts name their class, half are filler
+    x = centroids[labels] + rng.normal(scale=6.0, size=(n, 384))
     x /= np.linalg.norm(x, axis=1, keepdims=True)
     start = as_of - timedelta(days=90)
     seconds = rng.uniform(0, (timedelta(days=89)).total_seconds(), n)
@@ -55,7 +56,7 @@ def fill_store(url: str, n: int, classes: int, as_of: datetime, seed: int) -> No
                 embedding=x[i].astype(np.float32).tolist(),
                 encoder=encoder,
                 label=f"intent_{labels[i]}",
-                text=f"intent{labels[i]} " + " ".join(rng.choice(WORDS, 4)),
+                text=(f"intent{labels[i]} " if named[i] else "") + " ".join(rng.choice(WORDS, 4)),
             )
             for i in rows
         )
