@@ -2,17 +2,26 @@
 
 Run:  .venv/bin/python bench/bench_encoder.py [--n 2000] [--threads N]
 
-"sorted" is `TextEncoder.encode` as shipped (batches of texts of similar length).
-"unsorted" feeds the same texts in arrival order, one `encode` call per batch, so every
-batch pads to its longest text. Prints a markdown table for docs/benchmarks.md.
+Batchings (each tokenizes the texts, then runs the model batch by batch):
+
+    planned         `TextEncoder.encode` as shipped: sorted by token count, cut by
+                    `plan_batches` into batches of at most `batch size` texts
+    tokens, fixed   sorted by token count, batches of exactly `batch size`
+    chars, fixed    sorted by length in characters, batches of exactly `batch size` (what
+                    `encode` did before, and what sentence-transformers does)
+    unsorted        arrival order, batches of exactly `batch size`: each pads to its longest
+
+Every cell is the median of `--repeat` runs. Prints a markdown table for docs/benchmarks.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import random
 import shlex
+import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -21,7 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from driftloop_common.encoder import TextEncoder, available_cpus
+from driftloop_common.encoder import MAX_SEQ_LENGTH, TextEncoder, available_cpus
 
 OPENINGS = [
     "hi",
@@ -68,52 +77,79 @@ def sentences(n: int, seed: int) -> list[str]:
     return out
 
 
-def unsorted(encoder: TextEncoder, texts: list[str], batch_size: int) -> np.ndarray:
-    """Batches in arrival order: one call per batch leaves `encode` nothing to sort."""
-    chunks = [texts[i : i + batch_size] for i in range(0, len(texts), batch_size)]
-    return np.vstack([encoder.encode(chunk, batch_size=batch_size) for chunk in chunks])
+def fixed_batches(encoder: TextEncoder, texts: list[str], batch_size: int, key: str) -> None:
+    """Batches of exactly `batch_size` texts in the order `key` gives, straight to the
+    model (rows are not put back in input order: only the time matters here)."""
+    ids = encoder._tokenizer(texts, truncation=True, max_length=MAX_SEQ_LENGTH)["input_ids"]
+    order = list(range(len(texts)))
+    if key == "tokens":
+        order.sort(key=lambda i: len(ids[i]), reverse=True)
+    elif key == "chars":
+        order.sort(key=lambda i: len(texts[i]), reverse=True)
+    with torch.inference_mode():
+        for start in range(0, len(order), batch_size):
+            encoder._embed([ids[i] for i in order[start : start + batch_size]])
 
 
-def timed(encode: Callable[..., np.ndarray], *args: Any) -> tuple[float, np.ndarray]:
-    """(seconds, result) of one call."""
-    start = time.perf_counter()
-    vectors = encode(*args)
-    return time.perf_counter() - start, vectors
+def timed(encode: Callable[..., Any], *args: Any, repeat: int = 1) -> tuple[float, Any]:
+    """(median seconds, result) of `repeat` calls."""
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        vectors = encode(*args)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), vectors
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=2000, help="number of sentences")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
-    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[32, 64, 128])
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[16, 32, 64, 128])
+    parser.add_argument("--precisions", nargs="+", default=["fp32", "int8"])
+    parser.add_argument("--repeat", type=int, default=1, help="runs per cell (median)")
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args()
 
     texts = sentences(args.n, args.seed)
     rows = []
     by_precision: dict[str, np.ndarray] = {}
-    for precision in ("fp32", "int8"):
+    load_before = os.getloadavg()
+    encoder = None
+    for precision in args.precisions:
         encoder = TextEncoder(precision=precision, num_threads=args.threads).load()
         encoder.encode(texts[:64])  # warm-up: first-call allocations and kernel selection
         for batch_size in args.batch_sizes:
-            seconds, vectors = timed(encoder.encode, texts, batch_size)
+            seconds, vectors = timed(encoder.encode, texts, batch_size, repeat=args.repeat)
             by_precision.setdefault(precision, vectors)
-            rows.append((precision, "sorted", batch_size, len(texts) / seconds))
-            seconds, _ = timed(unsorted, encoder, texts, batch_size)
-            rows.append((precision, "unsorted", batch_size, len(texts) / seconds))
+            rows.append((precision, "planned", batch_size, len(texts) / seconds))
+            for key in ("tokens", "chars", "unsorted"):
+                seconds, _ = timed(
+                    fixed_batches, encoder, texts, batch_size, key, repeat=args.repeat
+                )
+                rows.append((precision, f"{key}, fixed", batch_size, len(texts) / seconds))
 
-    cosine = np.sum(by_precision["fp32"] * by_precision["int8"], axis=1)
-    tokens = [len(t.split()) for t in texts]
+    assert encoder is not None
+    words = [len(t.split()) for t in texts]
+    tokens = [len(ids) for ids in encoder._tokenizer(texts, truncation=True)["input_ids"]]
+    load_after = os.getloadavg()
     print(f"command: python {shlex.join(sys.argv)}")
     print(
         f"machine: {platform.processor() or platform.machine()}, {available_cpus()} CPUs, "
         f"torch {torch.__version__}, {torch.get_num_threads()} threads"
     )
     print(
-        f"data: {len(texts)} sentences, words per sentence median {int(np.median(tokens))}, "
-        f"max {max(tokens)}; int8 vs fp32 cosine mean {cosine.mean():.3f}, "
-        f"min {cosine.min():.3f}"
+        "load average (1, 5, 15 min) before / after: "
+        + " / ".join(", ".join(f"{v:.2f}" for v in load) for load in (load_before, load_after))
     )
+    data = (
+        f"data: {len(texts)} sentences, words per sentence median {int(np.median(words))}, "
+        f"max {max(words)}; tokens median {int(np.median(tokens))}, max {max(tokens)}"
+    )
+    if {"fp32", "int8"} <= set(by_precision):
+        cosine = np.sum(by_precision["fp32"] * by_precision["int8"], axis=1)
+        data += f"; int8 vs fp32 cosine mean {cosine.mean():.3f}, min {cosine.min():.3f}"
+    print(data)
     print()
     print("| precision | batching | batch size | sentences/s |")
     print("|---|---|---:|---:|")

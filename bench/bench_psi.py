@@ -16,8 +16,10 @@ Measured, each the median of several `time.perf_counter` repetitions:
                     + `PsiSummary`, shown too)
     update          `SlidingWindow.add` of a batch of raw rows at their event times, back to
                     back and spaced (`--update-gap-ms` idle before each, as live traffic is):
-                    the projection is a small BLAS product, and with two BLAS threads on two
-                    shared cores its time depends on what else runs (`--blas-threads 1`)
+                    the projection is a small BLAS product, timed with BLAS capped at one
+                    thread as the drift-monitor runs it (`DRIFTLOOP_BLAS_THREADS`, default 1;
+                    `--blas-threads 0` leaves the libraries' default, one per CPU);
+                    `--busy-cpus N` times it again while N processes spin on the CPUs
     Evidently       its `psi` stattest called per column on the same columns (it re-bins
                     reference and current on every call, as its design requires), and its
                     `Report([DataDriftPreset(method="psi")])` on the same data
@@ -33,16 +35,19 @@ names the machine, its load average, and the BLAS/OpenMP thread pools (threadpoo
 from __future__ import annotations
 
 import argparse
+import contextlib
 import cProfile
+import inspect
 import os
 import platform
 import pstats
 import shlex
 import statistics
+import subprocess
 import sys
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -105,8 +110,15 @@ def interleaved_ratio(
     )
 
 
-def median_seconds(fn: Callable[[], Any], repeats: int, warmup: int = 1, gap: float = 0.0) -> float:
-    """Median wall time of `fn`; `gap` seconds of idle (not timed) before each call."""
+def median_seconds(
+    fn: Callable[[], Any],
+    repeats: int,
+    warmup: int = 1,
+    gap: float = 0.0,
+    spread: list[str] | None = None,
+) -> float:
+    """Median wall time of `fn`; `gap` seconds of idle (not timed) before each call.
+    With `spread`, a line with the 90th percentile and the maximum is appended to it."""
     for _ in range(warmup):
         fn()
     times = []
@@ -115,7 +127,23 @@ def median_seconds(fn: Callable[[], Any], repeats: int, warmup: int = 1, gap: fl
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)
+    if spread is not None:
+        p90 = statistics.quantiles(times, n=10)[-1]
+        spread.append(f"p90 {p90 * 1e3:.2f} ms, max {max(times) * 1e3:.2f} ms")
     return statistics.median(times)
+
+
+@contextlib.contextmanager
+def busy(cpus: int) -> Iterator[None]:
+    """`cpus` processes spinning in a loop: other work competing for every core."""
+    spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(cpus)]
+    try:
+        time.sleep(0.5)
+        yield
+    finally:
+        for spinner in spinners:
+            spinner.kill()
+            spinner.wait()
 
 
 def load_evidently() -> tuple[dict[str, Any] | None, str]:
@@ -231,15 +259,22 @@ def main() -> None:
     parser.add_argument(
         "--blas-threads",
         type=int,
-        default=None,
-        help="cap the thread pools loaded at start (numpy's OpenBLAS) with threadpoolctl",
+        default=1,
+        help="cap the BLAS pools (numpy's, scipy's OpenBLAS) with threadpoolctl, as the "
+        "drift-monitor does (DRIFTLOOP_BLAS_THREADS, default 1); 0: no cap",
+    )
+    parser.add_argument(
+        "--busy-cpus",
+        type=int,
+        default=0,
+        help="also time the update with this many processes spinning on the CPUs",
     )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     if args.blas_threads:
         from threadpoolctl import threadpool_limits
 
-        threadpool_limits(limits=args.blas_threads)
+        threadpool_limits(limits=args.blas_threads, user_api="blas")
     load_before = os.getloadavg()
 
     data = Embeddings(args.dim, args.intents, args.seed)
@@ -255,7 +290,11 @@ def main() -> None:
     baseline = build_baseline(x, encoder=encoder, seed=args.seed)
     projection, edges, k = baseline.projection, baseline.edges, baseline.projection.k
     # The same reference rows build_baseline used (its split, reproduced and checked).
-    n_holdout = min(max(int(args.baseline_rows * 0.3), baseline.bins * 5), 5000)
+    split = inspect.signature(build_baseline).parameters
+    n_holdout = min(
+        max(int(args.baseline_rows * split["holdout_share"].default), baseline.bins * 5),
+        split["max_holdout"].default,
+    )
     reference_raw = x[np.random.default_rng(args.seed).permutation(args.baseline_rows)[n_holdout:]]
     reference = projection.transform(reference_raw)
     assert np.array_equal(bin_counts(reference, edges), baseline.reference_counts)
@@ -345,11 +384,14 @@ def main() -> None:
     rows.append(
         ("ours from scratch: `psi` (edges + both counts)", str(k), args.window_rows, scratch_s)
     )
-    update_s = median_seconds(update, args.update_repeats, warmup=3)
+    spreads: list[str] = []  # of the update timings, in the order of their rows
+    update_s = median_seconds(update, args.update_repeats, warmup=3, spread=spreads)
     rows.append(
         ("ours: `SlidingWindow.add`, back to back", f"{args.dim} → {k}", args.update_rows, update_s)
     )
-    spaced_s = median_seconds(update, args.update_repeats, gap=args.update_gap_ms / 1e3)
+    spaced_s = median_seconds(
+        update, args.update_repeats, gap=args.update_gap_ms / 1e3, spread=spreads
+    )
     rows.append(
         (
             f"ours: `SlidingWindow.add`, {args.update_gap_ms:g} ms apart",
@@ -358,6 +400,21 @@ def main() -> None:
             spaced_s,
         )
     )
+    if args.busy_cpus:
+        spaced = f"{args.update_gap_ms:g} ms apart"
+        with busy(args.busy_cpus):
+            for name, gap in (("back to back", 0.0), (spaced, args.update_gap_ms / 1e3)):
+                seconds = median_seconds(
+                    update, args.update_repeats, warmup=3, gap=gap, spread=spreads
+                )
+                rows.append(
+                    (
+                        f"ours: `SlidingWindow.add`, {name}, {args.busy_cpus} CPUs kept busy",
+                        f"{args.dim} → {k}",
+                        args.update_rows,
+                        seconds,
+                    )
+                )
 
     ev, why_not = load_evidently()
     # (step, columns, rows, seconds, note, ours/theirs ratio measured in alternation or None)
@@ -506,6 +563,9 @@ def main() -> None:
         f"target {args.update_rows}-row update ≤ 1 ms: {update_s * 1e3:.2f} ms back to back, "
         f"{spaced_s * 1e3:.2f} ms with {args.update_gap_ms:g} ms between updates"
     )
+    updates = [name for name, *_ in rows if "SlidingWindow.add" in name]
+    for name, spread in zip(updates, spreads, strict=True):
+        print(f"  {name.removeprefix('ours: ')}: {spread}")
 
 
 if __name__ == "__main__":

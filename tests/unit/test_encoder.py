@@ -10,8 +10,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from driftloop_common.encoder import MODEL_ID, TextEncoder, model_dir
+from driftloop_common.encoder import (
+    ATTENTION_COST,
+    BATCH_COST_TOKENS,
+    MODEL_ID,
+    TextEncoder,
+    model_dir,
+    plan_batches,
+)
 from driftloop_common.errors import ConfigError
 
 TEXTS = [
@@ -63,6 +72,69 @@ def test_batch_size_does_not_change_fp32_results(
     encoder: TextEncoder, vectors: np.ndarray, batch_size: int
 ) -> None:
     np.testing.assert_allclose(encoder.encode(TEXTS, batch_size=batch_size), vectors, atol=1e-5)
+
+
+def test_batches_are_runs_of_texts_sorted_by_token_count(
+    encoder: TextEncoder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Few characters, many tokens (digits split) against many characters, few tokens.
+    texts = ["ref 4471-8823-1190-5562", "I would like to cancel", "hi", "refund 77 88 99 11 22"]
+    tokens = [len(ids) for ids in encoder._tokenizer(texts)["input_ids"]]
+    by_characters = sorted(texts, key=len, reverse=True)
+    assert [len(ids) for ids in encoder._tokenizer(by_characters)["input_ids"]] != sorted(
+        tokens, reverse=True
+    )  # sorting by characters would order these differently
+    batches: list[list[int]] = []
+    embed = encoder._embed
+    monkeypatch.setattr(
+        encoder, "_embed", lambda ids: batches.append(list(map(len, ids))) or embed(ids)
+    )
+
+    vectors = encoder.encode(texts, batch_size=2)
+
+    assert [n for batch in batches for n in batch] == sorted(tokens, reverse=True)
+    assert max(map(len, batches)) <= 2
+    np.testing.assert_allclose(vectors, np.vstack([encoder.encode([t]) for t in texts]), atol=1e-5)
+
+
+def brute_force_cost(lengths: list[int], max_rows: int) -> float:
+    """The cheapest cut of `lengths` into runs, by trying every one."""
+    if not lengths:
+        return 0.0
+    return min(
+        BATCH_COST_TOKENS
+        + rows * lengths[0] * (1 + ATTENTION_COST * lengths[0])
+        + brute_force_cost(lengths[rows:], max_rows)
+        for rows in range(1, min(max_rows, len(lengths)) + 1)
+    )
+
+
+def plan_cost(lengths: list[int], batches: list[tuple[int, int]]) -> float:
+    return sum(
+        BATCH_COST_TOKENS + (stop - start) * lengths[start] * (1 + ATTENTION_COST * lengths[start])
+        for start, stop in batches
+    )
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(1, 256), max_size=9), st.integers(1, 5))
+def test_planned_batches_cover_every_text_once_at_the_least_cost(lengths, max_rows) -> None:
+    lengths = sorted(lengths, reverse=True)
+    batches = plan_batches(lengths, max_rows)
+    assert [i for start, stop in batches for i in range(start, stop)] == list(range(len(lengths)))
+    assert all(1 <= stop - start <= max_rows for start, stop in batches)
+    assert plan_cost(lengths, batches) == pytest.approx(brute_force_cost(lengths, max_rows))
+
+
+def test_planned_batches_keep_long_texts_apart_from_short_ones() -> None:
+    batches = plan_batches([120] * 3 + [12] * 40, 32)
+    assert batches[0] == (0, 3)  # not padding 29 short texts to 120 tokens
+    assert len(batches) == 3  # the 40 short ones in two passes
+    # Equal lengths: as few passes as the row cap allows.
+    assert len(plan_batches([20] * 100, 32)) == 4
+    assert plan_batches([], 32) == []
+    with pytest.raises(ValueError, match="sorted"):
+        plan_batches([1, 2], 32)
 
 
 def test_similar_sentences_are_closer_than_unrelated_ones(vectors: np.ndarray) -> None:

@@ -10,8 +10,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
+from driftloop_common.drift import psi as psi_module
 from driftloop_common.drift.psi import (
     PsiSummary,
+    _bin_counts_by_index,
     bin_counts,
     fit_edges,
     level,
@@ -90,6 +92,60 @@ def test_bin_counts_match_a_per_component_searchsorted() -> None:
             np.searchsorted(edges[:, j], window[:, j], side="left"), minlength=10
         )
         assert counts[j].tolist() == expected.tolist()
+
+
+def odd_values(rng: np.random.Generator, shape: tuple[int, int], edges: np.ndarray) -> np.ndarray:
+    """Normal values mixed with the edges themselves, their float32 neighbours, NaN and ±inf."""
+    x = rng.normal(size=shape)
+    with np.errstate(over="ignore"):  # 1e300 becomes +inf in float32
+        as_float32 = edges.astype(np.float32)
+    specials = np.r_[
+        edges.ravel(),
+        as_float32.astype(np.float64).ravel(),
+        np.nextafter(as_float32, np.float32(np.inf)).astype(np.float64).ravel(),
+        [np.nan, np.inf, -np.inf, 0.0, -0.0],
+    ]
+    spots = rng.random(shape) < 0.3
+    x[spots] = rng.choice(specials, size=int(spots.sum()))
+    return x
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(("rows", "components"), [(0, 3), (1, 1), (7, 5), (1000, 3), (333, 200)])
+@pytest.mark.parametrize(("lanes", "u8_rows"), [(8192, 255), (16, 3), (1, 2)])
+def test_the_fast_path_equals_the_plain_definition(
+    monkeypatch: pytest.MonkeyPatch, dtype, rows: int, components: int, lanes: int, u8_rows: int
+) -> None:
+    # Small lanes / uint8 blocks put row groups, block boundaries and leftovers in small data.
+    monkeypatch.setattr(psi_module, "_LANES", lanes)
+    monkeypatch.setattr(psi_module, "_U8_ROWS", u8_rows)
+    rng = np.random.default_rng(rows * 31 + components)
+    edges = fit_edges(rng.normal(size=(200, components)))
+    edges[2:4] = edges[3]  # tied edges, as a point mass gives
+    edges[-1, 0] = 1e300  # beyond float32's range (a float32 value can only be +inf above it)
+    with np.errstate(over="ignore"):
+        x = odd_values(rng, (rows, components), edges).astype(dtype)
+    fast = bin_counts(x, edges)
+    assert fast.dtype == np.int64 and fast.shape == (components, 10)
+    assert fast.sum() == rows * components
+    assert fast.tolist() == _bin_counts_by_index(x, edges).tolist()
+
+
+def test_float32_rows_are_counted_as_exactly_as_float64_ones() -> None:
+    # Edges halfway between float32 numbers: rounding them to nearest would move the ties.
+    below = np.float32(0.1)
+    above = np.nextafter(below, np.float32(1))
+    middle = (np.float64(below) + np.float64(above)) / 2
+    edges = np.array([[middle], [np.float64(above)]])
+    x = np.array([[below], [above], [np.nextafter(above, np.float32(1))]], dtype=np.float32)
+    assert bin_counts(x, edges).tolist() == [[1, 1, 1]]
+    assert bin_counts(x.astype(np.float64), edges).tolist() == [[1, 1, 1]]
+
+
+def test_unsorted_edges_fall_back_to_the_plain_definition() -> None:
+    edges = np.array([[1.0, 0.0], [0.0, np.nan]])
+    x = np.array([[0.5, 0.5], [2.0, -1.0]], dtype=np.float32)
+    assert bin_counts(x, edges).tolist() == _bin_counts_by_index(x, edges).tolist()
 
 
 def test_all_components_at_once_equal_one_at_a_time() -> None:

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
+from driftloop_common.encoder import DEFAULT_BATCH_SIZE
 from driftloop_common.events import ModelType
 from driftloop_common.local_kafka import state_root
 from driftloop_common.settings import ServiceSettings
@@ -20,7 +21,7 @@ class CollectorSettings(ServiceSettings):
     model_types: tuple[ModelType, ...] = (ModelType.INTENT,)  # keys published per interaction
     store_url: str = Field(default_factory=_default_store)
     encoder_precision: str = Field(default="fp32", pattern="^(fp32|int8)$")
-    encoder_batch_size: int = Field(default=64, gt=0)
+    encoder_batch_size: int = Field(default=DEFAULT_BATCH_SIZE, gt=0)
     encoder_threads: int | None = Field(default=None, gt=0)
     wrapup_wait_s: float = Field(default=60.0, gt=0)
     settle_s: float = Field(default=5.0, ge=0)

@@ -16,6 +16,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from prometheus_client import Counter, Gauge
+from threadpoolctl import threadpool_limits
 
 from driftloop_common import topics
 from driftloop_common.drift.detect import DetectorConfig
@@ -211,8 +212,16 @@ async def restore_history(kafka: KafkaSettings, monitor: DriftMonitor, since: da
     return restored
 
 
+def limit_blas_threads(threads: int) -> None:
+    """Cap the BLAS pools loaded so far (numpy's and scipy's OpenBLAS) for the whole
+    process, the worker thread that runs `DriftMonitor.observe` included; 0: no cap."""
+    if threads:
+        threadpool_limits(limits=threads, user_api="blas")
+
+
 def main() -> None:
     settings = load_settings(DriftMonitorSettings)
+    limit_blas_threads(settings.blas_threads)  # numpy, scipy and scikit-learn are loaded
     sources: list[BaselineSource] = []
     if settings.mlflow is not None:
         sources.append(MlflowBaselineSource(settings.mlflow.tracking_uri))

@@ -25,4 +25,8 @@ class DriftMonitorSettings(ServiceSettings):
     bootstrap_rows: int = Field(default=5000, gt=0)
     store_url: str | None = None  # interaction store, to bootstrap a baseline without champion
     encoder_precision: str = Field(default="fp32", pattern="^(fp32|int8)$")  # of the baseline
+    # Threads of the BLAS libraries (numpy's and scipy's OpenBLAS), process-wide; 0 leaves
+    # their default (one per CPU). A window update projects a few hundred rows: a second
+    # thread gains nothing and, on busy shared cores, waits milliseconds to be scheduled.
+    blas_threads: int = Field(default=1, ge=0)
     mlflow: MlflowSettings | None = None  # the champion's baseline artifact lives there
