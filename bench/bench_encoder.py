@@ -12,6 +12,10 @@ Batchings (each tokenizes the texts, then runs the model batch by batch):
     unsorted        arrival order, batches of exactly `batch size`: each pads to its longest
 
 Every cell is the median of `--repeat` runs. Prints a markdown table for docs/benchmarks.md.
+
+`--fit-cost` instead times single passes of `rows` texts of `length` tokens and fits
+`seconds = c + a · rows · length + b · rows · length²` (relative errors), the cost model behind
+`plan_batches` (`BATCH_COST_TOKENS` = c / a, `ATTENTION_COST` = b / a).
 """
 
 from __future__ import annotations
@@ -91,6 +95,32 @@ def fixed_batches(encoder: TextEncoder, texts: list[str], batch_size: int, key: 
             encoder._embed([ids[i] for i in order[start : start + batch_size]])
 
 
+def fit_cost(encoder: TextEncoder, repeat: int) -> None:
+    """Time passes over a grid of batch shapes; print them and the least-squares fit."""
+    shapes = [(r, n) for n in (4, 8, 16, 24, 32, 48, 64) for r in (1, 2, 4, 8, 16, 32, 64)]
+    seconds = []
+    with torch.inference_mode():
+        for rows, length in shapes:
+            ids = [[101] + [2000] * (length - 2) + [102]] * rows  # [CLS] "the"… [SEP]
+            encoder._embed(ids)  # warm-up
+            seconds.append(timed(encoder._embed, ids, repeat=max(repeat, 5))[0])
+    # Relative least squares (each row divided by its time): the small passes, where the
+    # fixed cost shows, weigh as much as the large ones.
+    times = np.array(seconds)
+    design = np.array([[1.0, r * n, r * n * n] for r, n in shapes]) / times[:, None]
+    (c, a, b), *_ = np.linalg.lstsq(design, np.ones_like(times), rcond=None)
+    print("| rows | tokens | ms per pass | µs per token |")
+    print("|---:|---:|---:|---:|")
+    for (rows, length), s in zip(shapes, seconds, strict=True):
+        print(f"| {rows} | {length} | {s * 1e3:.2f} | {s / (rows * length) * 1e6:.0f} |")
+    print(
+        f"\nfit: c = {c * 1e3:.2f} ms a pass, a = {a * 1e3:.4f} ms a token, "
+        f"b = {b * 1e3:.6f} ms a token per token of length; "
+        f"c / a = {c / a:.0f} tokens (BATCH_COST_TOKENS), b / a = 1 / {a / b:.0f} "
+        "(ATTENTION_COST)"
+    )
+
+
 def timed(encode: Callable[..., Any], *args: Any, repeat: int = 1) -> tuple[float, Any]:
     """(median seconds, result) of `repeat` calls."""
     times = []
@@ -109,7 +139,14 @@ def main() -> None:
     parser.add_argument("--precisions", nargs="+", default=["fp32", "int8"])
     parser.add_argument("--repeat", type=int, default=1, help="runs per cell (median)")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--fit-cost", action="store_true", help="fit plan_batches' cost model")
     args = parser.parse_args()
+    if args.fit_cost:
+        encoder = TextEncoder(precision=args.precisions[0], num_threads=args.threads).load()
+        print(f"command: python {shlex.join(sys.argv)}")
+        print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.precisions[0]}")
+        fit_cost(encoder, args.repeat)
+        return
 
     texts = sentences(args.n, args.seed)
     rows = []

@@ -29,10 +29,12 @@ from driftloop_common.modeling.splits import SPLITS, SplitConfig
 from driftloop_common.store import InteractionStore
 from driftloop_trainer.training import Trainer, TrainerConfig
 from tests.real_data import REAL_DATA
-from tests.realdata import Banking, EmbeddingCache
+from tests.realdata import BANKING77, Banking, EmbeddingCache, missing
 
 pytestmark = pytest.mark.timeout(900)  # the first test embeds Banking77 (13k texts)
 CFPB = REAL_DATA / "cfpb-complaints" / "complaints_sample.csv"
+NO_BANKING77 = missing(BANKING77)
+NO_CFPB = missing(CFPB.parent)
 
 
 def store_rows(
@@ -73,6 +75,7 @@ def uniform_times(n: int, start: datetime, end: datetime, rng) -> list[datetime]
     return [start + timedelta(seconds=float(s)) for s in seconds]
 
 
+@pytest.mark.skipif(NO_BANKING77 is not None, reason=NO_BANKING77 or "")
 def test_banking77_with_synthetic_timestamps_reaches_the_published_level(
     banking: Banking,
     embed: EmbeddingCache,
@@ -114,8 +117,8 @@ def test_banking77_with_synthetic_timestamps_reaches_the_published_level(
 
 @pytest.fixture(scope="module")
 def complaints() -> pd.DataFrame:
-    if not CFPB.exists():
-        pytest.skip(f"cfpb-complaints not found at {CFPB}")
+    if NO_CFPB is not None:
+        pytest.skip(NO_CFPB)
     frame = pd.read_csv(CFPB, dtype=str, keep_default_na=False)
     frame = frame[frame["Consumer complaint narrative"].str.strip() != ""].copy()
     frame["completed_at"] = pd.to_datetime(frame["Date received"], format="%Y/%m/%d", utc=True)

@@ -41,7 +41,8 @@ DEFAULT_BATCH_SIZE = 32
 """The most texts in one forward pass (`plan_batches` may choose fewer)."""
 BATCH_COST_TOKENS = 45.0
 """What one forward pass costs beyond its tokens, in tokens' worth of time: fitted on
-all-MiniLM-L6-v2 fp32, 2 threads (5.4 ms a pass, 0.12 ms a padded token)."""
+all-MiniLM-L6-v2 fp32, 2 threads (`bench/bench_encoder.py --fit-cost`: 5.4 ms a pass,
+0.12 ms a padded token)."""
 ATTENTION_COST = 1 / 860
 """Attention's extra cost per token, per token of padded length (same fit)."""
 
@@ -191,10 +192,10 @@ def plan_batches(lengths: Sequence[int], max_rows: int) -> list[tuple[int, int]]
     """Cut token counts sorted longest first into batches `[(start, stop), …]`.
 
     A batch pads every text to its first (longest) one. Fixed-size batches waste much on
-    padding when the texts are few or their lengths spread (a collector flush of ~100
-    conversations in batches of 32 computes 29 % more tokens than there are), while
-    batches of one text each pay the per-pass cost every time. This picks, by dynamic
-    programming over the cut points, the batches of at most `max_rows` texts that minimise
+    padding when the texts are few (one collector flush) or their lengths spread (a long
+    tail of transcripts pads whole batches to 200 tokens), while batches of one text each
+    pay the per-pass cost every time. This picks, by dynamic programming over the cut
+    points, the batches of at most `max_rows` texts that minimise
 
         Σ over batches  BATCH_COST_TOKENS + rows · L · (1 + ATTENTION_COST · L)
 
