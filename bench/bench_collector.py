@@ -1,7 +1,8 @@
 """Collector throughput end to end through Kafka, next to the raw encoder on the same texts.
 
-    .venv/bin/python bench/bench_collector.py [--n 3000] [--format genesys-eventbridge]
-        [--threads N] [--batch-size B] [--precision fp32] [--profile collector.prof]
+    .venv/bin/python bench/bench_collector.py [--n 3000] [--warmup 500] [--settle-s 0.5]
+        [--format genesys-eventbridge] [--threads N] [--batch-size B] [--precision fp32]
+        [--profile collector.prof] [--log collector.log]
 
 1. Starts a local Kafka broker in a temporary folder (as tests/integration do; the jars
    come from `driftloop kafka fetch`'s cache), creates the topics.

@@ -39,11 +39,12 @@ MAX_SEQ_LENGTH = 256
 Precision = Literal["fp32", "int8"]
 DEFAULT_BATCH_SIZE = 32
 """The most texts in one forward pass (`plan_batches` may choose fewer)."""
-BATCH_COST_TOKENS = 45.0
-"""What one forward pass costs beyond its tokens, in tokens' worth of time: fitted on
-all-MiniLM-L6-v2 fp32, 2 threads (`bench/bench_encoder.py --fit-cost`: 5.4 ms a pass,
-0.12 ms a padded token)."""
-ATTENTION_COST = 1 / 860
+BATCH_COST_TOKENS = 37.0
+"""What one forward pass costs beyond its tokens, in tokens' worth of time, fitted on
+all-MiniLM-L6-v2 fp32, 2 threads, 2 CPUs (`bench/bench_encoder.py --fit-cost`: 5.0 ms a
+pass, 0.134 ms a padded token). Plans hardly depend on it: an earlier fit (45 tokens,
+attention 1/860) gives plans whose modelled cost differs by 0.03 % on the benchmarks' texts."""
+ATTENTION_COST = 1 / 616
 """Attention's extra cost per token, per token of padded length (same fit)."""
 
 
