@@ -38,7 +38,7 @@ from driftloop_common.events import (
 from driftloop_common.kafka import create_topics
 from driftloop_common.local_kafka import LocalKafka, free_port, state_root
 from driftloop_common.local_mlflow import LocalMlflow
-from driftloop_common.settings import KafkaSettings
+from driftloop_common.settings import KafkaSettings, default_store_url
 from driftloop_synthetic import (
     DriftSpec,
     GeneratorConfig,
@@ -72,7 +72,7 @@ class RunningService:
 LOCAL_DEFAULTS = {
     # Every service of a local run shares one interaction store; a small bootstrap lets
     # the drift-monitor judge drift before any champion exists.
-    "DRIFTLOOP_STORE_URL": str(state_root() / "store"),
+    "DRIFTLOOP_STORE_URL": default_store_url(),
     "DRIFTLOOP_BOOTSTRAP_ROWS": "2000",
 }
 

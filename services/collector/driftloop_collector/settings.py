@@ -4,12 +4,7 @@ from pydantic import Field
 
 from driftloop_common.encoder import DEFAULT_BATCH_SIZE
 from driftloop_common.events import ModelType
-from driftloop_common.local_kafka import state_root
-from driftloop_common.settings import ServiceSettings
-
-
-def _default_store() -> str:
-    return str(state_root() / "store")
+from driftloop_common.settings import ServiceSettings, default_store_url
 
 
 class CollectorSettings(ServiceSettings):
@@ -19,7 +14,7 @@ class CollectorSettings(ServiceSettings):
     http_port: int = 8300
     languages: frozenset[str] = frozenset({"en-us", "es-es"})
     model_types: tuple[ModelType, ...] = (ModelType.INTENT,)  # keys published per interaction
-    store_url: str = Field(default_factory=_default_store)
+    store_url: str = Field(default_factory=default_store_url)
     encoder_precision: str = Field(default="fp32", pattern="^(fp32|int8)$")
     encoder_batch_size: int = Field(default=DEFAULT_BATCH_SIZE, gt=0)
     encoder_threads: int | None = Field(default=None, gt=0)
