@@ -13,6 +13,8 @@ from driftloop_common.drift.psi import bin_counts
 from driftloop_common.drift.window import SlidingWindow
 from tests.unit.drift_data import ENCODER, T0, Traffic, times
 
+HOUR_SPAN = timedelta(minutes=59)
+
 
 @pytest.fixture(scope="module")
 def baseline() -> DriftBaseline:
@@ -33,6 +35,26 @@ def test_incremental_counts_equal_a_batch_recompute(baseline: DriftBaseline) -> 
     assert snap.rows == 2500
     assert snap.labels == Counter(labels)
     assert snap.sample.shape == (2000, baseline.projection.k)
+
+
+def test_updates_within_one_hour_equal_one_update_across_hours(baseline: DriftBaseline) -> None:
+    # `add` takes a shortcut when a batch falls in one hourly bucket; both paths must agree.
+    rng = np.random.default_rng(5)
+    x, labels = Traffic().sample(1000, rng)
+    labelled: list[str | None] = [None if i % 3 else label for i, label in enumerate(labels)]
+    when = [t for hour in range(4) for t in times(250, T0 + timedelta(hours=hour), HOUR_SPAN)]
+    hourly, across = (
+        SlidingWindow(baseline, sample_size=200),
+        SlidingWindow(baseline, sample_size=200),
+    )
+    for start in range(0, 1000, 250):
+        hourly.add(x[start : start + 250], when[start : start + 250], labelled[start : start + 250])
+    across.add(x, when, labelled)
+    a, b = hourly.snapshot(), across.snapshot()
+    np.testing.assert_array_equal(a.counts, b.counts)
+    assert a.labels == b.labels == Counter(label for label in labelled if label is not None)
+    assert a.rows == b.rows == 1000
+    np.testing.assert_allclose(a.sample, b.sample, atol=1e-6)
 
 
 def test_rows_older_than_the_window_expire(baseline: DriftBaseline) -> None:

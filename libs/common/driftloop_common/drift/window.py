@@ -76,22 +76,32 @@ class SlidingWindow:
     ) -> None:
         """Add rows (raw embeddings, in the baseline's encoder space) at their event times."""
         projected = self.baseline.projection.transform(embeddings)
-        # As `_bucket_index`, for all rows at once (the same division and floor).
-        stamps = np.array([t.timestamp() for t in completed_at], dtype=np.float64)
-        keys = np.floor(stamps / self.bucket.total_seconds()).astype(np.int64)
-        for key in np.unique(keys):
-            rows = np.flatnonzero(keys == key)
-            bucket = self._buckets.get(int(key))
-            if bucket is None:
-                bucket = _Bucket(counts=np.zeros_like(self.baseline.reference_counts))
-                self._buckets[int(key)] = bucket
-            bucket.counts += bin_counts(projected[rows], self.baseline.edges)
-            bucket.rows += rows.size
-            if labels is not None:
-                bucket.labels.update(labels[i] for i in rows if labels[i] is not None)
-            self._offer(bucket, int(key), projected[rows])
-        newest = max(completed_at)
+        oldest, newest = min(completed_at), max(completed_at)
+        if self._bucket_index(oldest) == self._bucket_index(newest):
+            # The usual case, a batch within one hour: no per-row times, no row copies.
+            self._add_to(self._bucket_index(newest), projected, labels)
+        else:
+            # As `_bucket_index`, for all rows at once (the same division and floor).
+            stamps = np.array([t.timestamp() for t in completed_at], dtype=np.float64)
+            keys = np.floor(stamps / self.bucket.total_seconds()).astype(np.int64)
+            for key in np.unique(keys):
+                rows = np.flatnonzero(keys == key)
+                picked = None if labels is None else [labels[i] for i in rows]
+                self._add_to(int(key), projected[rows], picked)
         self.latest = newest if self.latest is None else max(self.latest, newest)
+
+    def _add_to(
+        self, key: int, projected: NDArray[np.float32], labels: Sequence[str | None] | None
+    ) -> None:
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            bucket = _Bucket(counts=np.zeros_like(self.baseline.reference_counts))
+            self._buckets[key] = bucket
+        bucket.counts += bin_counts(projected, self.baseline.edges)
+        bucket.rows += projected.shape[0]
+        if labels is not None:
+            bucket.labels.update(label for label in labels if label is not None)
+        self._offer(bucket, key, projected)
 
     def _offer(self, bucket: _Bucket, key: int, rows: NDArray[np.float32]) -> None:
         """Reservoir sampling (Algorithm R), vectorized and seeded per bucket so a replay
