@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/bench_collector.py [--n 3000] [--warmup 500] [--settle-s 0.5]
         [--format genesys-eventbridge] [--threads N] [--batch-size B] [--precision fp32]
-        [--profile collector.prof] [--log collector.log]
+        [--profile collector.prof] [--log collector.log] [--collector-cpus 1]
 
 1. Starts a local Kafka broker in a temporary folder (as tests/integration do; the jars
    come from `driftloop kafka fetch`'s cache), creates the topics.
@@ -20,8 +20,11 @@
    and `--repeat` times after it stopped, so a change in the machine's load shows. Raw
    rate = N / the median of those runs.
 
-The broker, this process's producer and consumer run on the same CPUs as the collector:
-that is part of "end to end through Kafka". Prints a markdown table for docs/benchmarks.md.
+By default the broker, this process's producer and consumer run on the same CPUs as the
+collector. `--collector-cpus 1` gives the collector (and the raw encoder it is compared
+with) CPU 1 alone and puts the broker and this process's clients on the others, as in a
+deployment where the broker runs on its own machines. Prints a markdown table for
+docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -53,11 +56,24 @@ from driftloop_cli.generate import publish_records  # noqa: E402
 from driftloop_collector.assembler import AssemblerConfig, ConversationAssembler  # noqa: E402
 from driftloop_collector.genesys import parse_raw  # noqa: E402
 from driftloop_common import topics  # noqa: E402
-from driftloop_common.encoder import TextEncoder, available_cpus  # noqa: E402
+from driftloop_common.encoder import TextEncoder  # noqa: E402
 from driftloop_common.kafka import create_topics  # noqa: E402
 from driftloop_common.local_kafka import LocalKafka, free_port  # noqa: E402
 from driftloop_common.settings import KafkaSettings  # noqa: E402
 from driftloop_synthetic import GeneratorConfig, OutputFormat, generate, kafka_records  # noqa: E402
+
+ALL_CPUS = frozenset(os.sched_getaffinity(0))
+
+
+def cpu_set(text: str) -> set[int]:
+    """`1` or `0,2` or `2-3` → CPU numbers; they must leave this machine a CPU for the rest."""
+    cpus: set[int] = set()
+    for part in text.split(","):
+        first, _, last = part.partition("-")
+        cpus.update(range(int(first), int(last or first) + 1))
+    if not cpus < ALL_CPUS:
+        raise argparse.ArgumentTypeError(f"choose a proper subset of CPUs {sorted(ALL_CPUS)}")
+    return cpus
 
 
 def metric(text: str, name: str) -> float:
@@ -88,10 +104,12 @@ class Collector:
         if args.batch_size:
             env["DRIFTLOOP_ENCODER_BATCH_SIZE"] = str(args.batch_size)
         profile = ["-m", "cProfile", "-o", str(args.profile)] if args.profile else []
+        cpus = args.collector_cpus
         self.proc = subprocess.Popen(
             [sys.executable, *profile, "-m", "driftloop_collector"],
             env=env,
             cwd=ROOT,
+            preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None,
             stdout=subprocess.DEVNULL,
             stderr=self.log.open("ab"),
         )
@@ -121,6 +139,12 @@ class Collector:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             self.proc.wait(60)
+
+
+def pin(cpus: set[int] | None) -> None:
+    """Run the calling thread, and the threads and processes it starts from now on, on
+    `cpus` (all of this machine's when None)."""
+    os.sched_setaffinity(0, cpus or ALL_CPUS)
 
 
 def cpu_seconds(pid: int | None = None) -> float:
@@ -292,7 +316,15 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument("--profile", type=Path, default=None, help="cProfile the collector")
     parser.add_argument("--log", type=Path, default=None, help="keep the collector's stderr")
+    parser.add_argument(
+        "--collector-cpus",
+        type=cpu_set,
+        default=None,
+        help="CPUs for the collector and the raw encoder (e.g. 1); the broker and this "
+        "process's clients get the others. Default: everything shares every CPU",
+    )
     args = parser.parse_args()
+    rest = ALL_CPUS - args.collector_cpus if args.collector_cpus else None
 
     start = datetime(2026, 11, 1, tzinfo=UTC)
     interactions = list(
@@ -318,10 +350,12 @@ def main() -> None:
             args.format,
         )
     )
+    pin(args.collector_cpus)  # the encoder's threads start here: on the collector's CPUs
     encoder = TextEncoder(precision=args.precision, num_threads=args.threads).load()
     batch_size = args.batch_size or _default_batch_size()
     encoder.encode(texts[:64], batch_size=batch_size)  # warm-up
     raw_before = time_encode(encoder, texts, batch_size, 1)
+    pin(rest)  # the broker and this process's Kafka clients
     with tempfile.TemporaryDirectory(prefix="bench-collector-") as tmp:
         folder = Path(tmp)
         broker = LocalKafka(folder / "kafka")
@@ -336,6 +370,7 @@ def main() -> None:
                 shutil.copyfile(folder / "collector.log", args.log)
     if sorted(run["texts"]) != sorted(texts):
         raise RuntimeError("the collector emitted other texts than its assembler predicted")
+    pin(args.collector_cpus)
     raw_after = time_encode(encoder, texts, batch_size, args.repeat)
     raw = [wall for wall, _ in raw_before + raw_after]
     raw_cpu = statistics.median(cpu for _, cpu in raw_before + raw_after)
@@ -347,11 +382,17 @@ def main() -> None:
     load = os.getloadavg()
     print(f"command: .venv/bin/python {shlex.join(['bench/bench_collector.py', *sys.argv[1:]])}")
     print(
-        f"machine: {platform.processor() or platform.machine()}, {available_cpus()} CPUs, "
+        f"machine: {platform.processor() or platform.machine()}, {len(ALL_CPUS)} CPUs, "
         "load average (1, 5, 15 min) before / after: "
         + " / ".join(", ".join(f"{v:.2f}" for v in ld) for ld in (load_before, load))
         + "; "
-        f"encoder {args.precision}, {threads} threads, batch {batch_size}"
+        f"encoder {args.precision}, {threads} threads, batch {batch_size}; "
+        + (
+            f"CPUs: collector and raw encoder {sorted(args.collector_cpus)}, broker and "
+            f"bench {sorted(rest)}"
+            if args.collector_cpus and rest
+            else "CPUs: all shared"
+        )
     )
     print(
         f"data: {args.n} conversations ({n} with customer text), {len(records)} "
@@ -367,7 +408,7 @@ def main() -> None:
         + " s"
     )
     print(
-        f"CPU seconds while it ran ({run['elapsed']:.2f} s × {available_cpus()} CPUs): "
+        f"CPU seconds while it ran ({run['elapsed']:.2f} s × {len(ALL_CPUS)} CPUs): "
         + ", ".join(f"{name} {spent:.2f}" for name, spent in run["cpu"].items())
         + " (bench: the producer, then the consumer of interactions.embedded)"
     )

@@ -29,6 +29,7 @@ class FakeConsumer:
         self.committed: dict[TopicPartition, int] = {}
         self._assignment: set[TopicPartition] = set()
         self.on_empty: Any = None  # called when no batches are left (e.g. loop.stop)
+        self.poll_timeouts_ms: list[int] = []
 
     async def start(self) -> None:
         self.journal.append(("consumer.start",))
@@ -38,6 +39,7 @@ class FakeConsumer:
         self.listener = listener
 
     async def getmany(self, timeout_ms: int = 0, max_records: int | None = None) -> dict:
+        self.poll_timeouts_ms.append(timeout_ms)
         if not hasattr(self, "_joined"):
             self._joined = True
             await self.listener.on_partitions_assigned(set(self._assignment))

@@ -131,6 +131,23 @@ def test_without_wrapup_it_is_emitted_unlabelled_after_wrapup_wait_since_the_end
     )
 
 
+def test_next_due_is_the_earliest_timeout_of_the_open_conversations() -> None:
+    assembler = ConversationAssembler(
+        AssemblerConfig(wrapup_wait=60 * S, settle=5 * S, max_wait=600 * S)
+    )
+    assert assembler.next_due is None
+    assembler.add(said(1, ("u1", "hello"), cid="a"), T0)  # no end: max_wait
+    assert assembler.next_due == T0 + 600 * S
+    assembler.add(end(2, cid="b"), T0 + 10 * S)  # end, no wrapup: wrapup_wait
+    assert assembler.next_due == T0 + 70 * S
+    assembler.add(wrapup(3, cid="b"), T0 + 20 * S)  # end + wrapup: settle
+    assert assembler.next_due == T0 + 25 * S
+    assert assembler.expire(T0 + 25 * S) == []  # "b" has no text: dropped, not emitted
+    assert assembler.next_due == T0 + 600 * S  # what is left: "a"
+    assert [d.conversation_id for d in assembler.expire(T0 + 600 * S)] == ["a"]
+    assert assembler.next_due is None
+
+
 def test_a_wrapup_within_the_wait_completes_it_with_a_label() -> None:
     assembler = ConversationAssembler(AssemblerConfig(wrapup_wait=60 * S, settle=0 * S))
     feed(assembler, [said(1, ("u1", "hello")), end(2)])

@@ -74,6 +74,7 @@ async def test_complete_conversations_are_embedded_in_one_batch_per_flush(tmp_pa
     for record in records:
         await c.handle(c.decode(record))
     assert c.commit_floor(TP) == 0  # everything is still held
+    assert c.flush_due_in() == 1.0  # the settle time
     clock.now += timedelta(seconds=2)  # past the settle time
     events = await c.flush()
     assert len(c.encoder.batches) == 1 and len(c.encoder.batches[0]) == 12
@@ -98,8 +99,10 @@ async def test_a_conversation_waiting_for_its_wrapup_holds_the_commit_floor(tmp_
         r.offset for r in records if held_conversation.encode() in r.value and r is not held_back
     )
     assert c.commit_floor(TP) == first_piece
+    assert c.flush_due_in() == 58.0  # the loop's poll waits no longer than the wrap-up wait
     clock.now += timedelta(seconds=61)  # the wrap-up never came: emitted unlabelled
     (late,) = await c.flush()
+    assert c.flush_due_in() is None
     assert late.payload.conversation_id == held_conversation and late.payload.label is None
     assert c.commit_floor(TP) is None
 

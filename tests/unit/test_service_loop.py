@@ -235,6 +235,24 @@ async def test_flush_outputs_are_published_before_the_commit() -> None:
     assert consumer.committed[TP] == 1
 
 
+async def test_an_idle_poll_waits_no_longer_than_the_next_flush_is_due() -> None:
+    loop, consumer, _, _ = make_loop([[record(0, request().to_bytes())]])
+    due_in = iter([0.2504, None, 0.0, 7.0])  # seconds, as the service reports them
+    polls = {"n": 0}
+
+    async def flush() -> list[Event]:
+        polls["n"] += 1
+        if polls["n"] == 4:
+            loop.stop()
+        return []
+
+    loop.flush, loop.flush_due_in = flush, lambda: next(due_in)
+    consumer.on_empty = None
+    await loop.run()
+    # rounded up to whole ms (never early), nothing due → the poll timeout, capped by it
+    assert consumer.poll_timeouts_ms == [251, loop.poll_timeout_ms, 0, loop.poll_timeout_ms]
+
+
 async def test_a_failed_flush_commits_nothing_it_buffered() -> None:
     loop, consumer, producer, _ = make_loop(
         [[record(0, request("a").to_bytes()), record(1, request("b").to_bytes())]]

@@ -20,6 +20,12 @@ from driftloop_common.topics import ALL_TOPICS, dlq
 log = logging.getLogger(__name__)
 
 
+PRODUCER_BATCH_BYTES = 512 * 1024
+"""Records per partition sent in one batch. aiokafka's default (16 KiB) holds one or two
+`interaction.embedded` events (an embedding is ~8 KB of JSON), so a flush of hundreds of
+events became hundreds of round trips; under the brokers' default 1 MiB record batch."""
+
+
 def make_producer(settings: KafkaSettings, *, client_id: str) -> AIOKafkaProducer:
     """An idempotent producer: a retried send never duplicates a record in the log."""
     return AIOKafkaProducer(
@@ -27,6 +33,7 @@ def make_producer(settings: KafkaSettings, *, client_id: str) -> AIOKafkaProduce
         enable_idempotence=True,
         acks="all",
         linger_ms=5,
+        max_batch_size=PRODUCER_BATCH_BYTES,
         compression_type=None,
         **settings.client_kwargs(),
     )

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -66,6 +67,10 @@ Handler = Callable[[T], Awaitable[Sequence[Event]]]
 Flush = Callable[[], Awaitable[Sequence[Event]]]
 """Called after every poll (also when idle): for services that batch or wait for time to
 pass (the collector embeds completed conversations in batches). Returns events to publish."""
+
+FlushDueIn = Callable[[], "float | None"]
+"""Seconds until something the service buffers falls due (None: nothing waits on time):
+an idle poll waits no longer than that, so a flush is not late by a whole poll timeout."""
 
 CommitFloor = Callable[[TopicPartition], "int | None"]
 """The lowest offset of `tp` a service still needs (state held in memory); the loop never
@@ -142,6 +147,7 @@ class ServiceLoop(Generic[T]):
         max_batch_records: int = 500,
         route: Callable[[Event], str] | None = None,
         flush: Flush | None = None,
+        flush_due_in: FlushDueIn | None = None,
         commit_floor: CommitFloor | None = None,
         on_assigned: OnAssigned | None = None,
         on_revoked: OnRevoked | None = None,
@@ -159,6 +165,7 @@ class ServiceLoop(Generic[T]):
         self.max_batch_records = max_batch_records
         self.route = route or (lambda event: event.topic)
         self.flush = flush
+        self.flush_due_in = flush_due_in
         self.commit_floor = commit_floor
         self.on_assigned = on_assigned
         self.on_revoked = on_revoked
@@ -200,7 +207,7 @@ class ServiceLoop(Generic[T]):
     async def poll_once(self) -> None:
         """One batch: handle each record in order, then commit what was handled."""
         batch = await self.consumer.getmany(
-            timeout_ms=self.poll_timeout_ms, max_records=self.max_batch_records
+            timeout_ms=self._poll_timeout_ms(), max_records=self.max_batch_records
         )
         self._beat()
         try:
@@ -218,6 +225,12 @@ class ServiceLoop(Generic[T]):
         finally:
             await self._commit()
         self._update_lag()
+
+    def _poll_timeout_ms(self) -> int:
+        due_in = self.flush_due_in() if self.flush_due_in is not None else None
+        if due_in is None:
+            return self.poll_timeout_ms
+        return min(self.poll_timeout_ms, max(0, math.ceil(due_in * 1000)))
 
     async def _flush(self, flush: Flush) -> None:
         """Publish what the service buffered. The commit floors are frozen first: if the

@@ -33,6 +33,7 @@ def main() -> None:
         metrics=metrics,
         ready_checks={"model_loaded": lambda: encoder.loaded},
         flush=collector.flush,
+        flush_due_in=collector.flush_due_in,
         commit_floor=collector.commit_floor,
         on_revoked=collector.on_revoked,
     )

@@ -237,10 +237,17 @@ class ConversationAssembler:
         self._open: dict[str, _Conversation] = {}
         self._closed: dict[str, datetime] = {}  # id → when closed, oldest first
         self._dropped: list[Dropped] = []
+        self._next_due: datetime | None = None
 
     @property
     def open_conversations(self) -> int:
         return len(self._open)
+
+    @property
+    def next_due(self) -> datetime | None:
+        """When `expire` next has work: never later than the earliest open conversation's
+        due time (it may be earlier; `expire` then finds nothing and looks again)."""
+        return self._next_due
 
     def add(self, piece: Piece, now: datetime) -> list[CompletedConversation]:
         """Absorb one piece; return its conversation if that is now due, and any evicted.
@@ -261,6 +268,8 @@ class ConversationAssembler:
         self._open[cid] = conversation
         conversation.absorb(piece, now)
         when, how = conversation.due(self.config)
+        if when > now and (self._next_due is None or when < self._next_due):
+            self._next_due = when
         completed = self._close(cid, how, now) if when <= now else []
         while len(self._open) > self.config.max_open:
             completed += self._close(next(iter(self._open)), Completion.EVICTED, now)
@@ -269,12 +278,11 @@ class ConversationAssembler:
     def expire(self, now: datetime) -> list[CompletedConversation]:
         """Emit every conversation due at `now` (timeouts), in due order."""
         _require_aware(now)
-        due = sorted(
-            (when, cid, how)
-            for cid, conversation in self._open.items()
-            for when, how in [conversation.due(self.config)]
-            if when <= now
-        )
+        timeouts = [
+            (*conversation.due(self.config), cid) for cid, conversation in self._open.items()
+        ]
+        due = sorted((when, cid, how) for when, how, cid in timeouts if when <= now)
+        self._next_due = min((when for when, _, _ in timeouts if when > now), default=None)
         completed = [done for _, cid, how in due for done in self._close(cid, how, now)]
         self._forget_closed(now)
         return completed

@@ -4,6 +4,7 @@
     flush()         close due conversations, embed them in one batch (sorted by length),
                     append them to the interaction store, return `interaction.embedded`
                     events, one per configured model type, keyed by model key
+    flush_due_in    how long the loop may wait for new records before the next flush
     commit_floor    the oldest offset still held by an open or unflushed conversation:
                     the loop never commits past it, so a crash rebuilds them from Kafka
 
@@ -124,6 +125,13 @@ class Collector:
         for conversation in ready:
             self.metrics.conversations.labels(conversation.completion.value).inc()
         return events
+
+    def flush_due_in(self) -> float | None:
+        """Seconds until the next conversation falls due (0 while some wait to be embedded)."""
+        if self._ready:
+            return 0.0
+        due = self.assembler.next_due
+        return None if due is None else max(0.0, (due - self.clock()).total_seconds())
 
     def commit_floor(self, tp: TopicPartition) -> int | None:
         held = [
