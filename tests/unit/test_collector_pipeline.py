@@ -83,6 +83,23 @@ async def test_complete_conversations_are_embedded_in_one_batch_per_flush(tmp_pa
     assert await c.flush() == []
 
 
+async def test_a_backlog_is_embedded_in_flushes_of_bounded_size(tmp_path) -> None:
+    c, clock = collector(tmp_path, max_flush_conversations=5)
+    records = conversation_records(12)
+    for record in records:
+        await c.handle(c.decode(record))
+    clock.now += timedelta(seconds=2)  # all 12 are due at once
+    sizes, floors = [], []
+    while events := await c.flush():
+        sizes.append(len(events))
+        floors.append(c.commit_floor(TP))
+        assert c.flush_due_in() == (0.0 if floors[-1] is not None else None)
+    assert sizes == [5, 5, 2]
+    assert [len(batch) for batch in c.encoder.batches] == [5, 5, 2]
+    # the unflushed rest holds the commit floor until it is out
+    assert floors[0] is not None and floors[0] <= floors[1] and floors[2] is None
+
+
 async def test_a_conversation_waiting_for_its_wrapup_holds_the_commit_floor(tmp_path) -> None:
     c, clock = collector(tmp_path)
     records = conversation_records(3)

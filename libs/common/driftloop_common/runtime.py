@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 from collections.abc import Generator, Iterable, Mapping
@@ -152,4 +153,8 @@ def all_secrets(model: BaseModel) -> list[str]:
 def run_service(settings: ServiceSettings, **kwargs: Any) -> None:
     """Blocking entry point for a service's `main()`."""
     configure_logging(settings.log_level, json=settings.log_json, service=settings.service_name)
+    # What exists now (imported modules, a loaded model: ~500,000 objects in the collector)
+    # lives as long as the process. Frozen, the cyclic GC's full collections skip it: one
+    # took 0.28 s in the collector, a pause for every thread.
+    gc.freeze()
     asyncio.run(serve(settings, **kwargs))

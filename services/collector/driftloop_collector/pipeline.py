@@ -1,7 +1,8 @@
 """The collector's work between the loop and the outside world.
 
     handle(piece)   add it to its conversation (nothing is published yet)
-    flush()         close due conversations, embed them in one batch (sorted by length),
+    flush()         close due conversations, embed them (at most `max_flush_conversations`
+                    a flush, the rest on the next) in one batch sorted by length,
                     append them to the interaction store, return `interaction.embedded`
                     events, one per configured model type, keyed by model key
     flush_due_in    how long the loop may wait for new records before the next flush
@@ -119,9 +120,9 @@ class Collector:
         self.metrics.open.set(self.assembler.open_conversations)
         if not self._ready:
             return []
-        ready = self._ready
+        ready = self._ready[: self.settings.max_flush_conversations]  # the rest: next poll
         events = await asyncio.to_thread(self._embed_and_store, ready)
-        self._ready = []
+        del self._ready[: len(ready)]
         for conversation in ready:
             self.metrics.conversations.labels(conversation.completion.value).inc()
         return events

@@ -12,12 +12,18 @@ class CollectorSettings(ServiceSettings):
 
     service_name: str = "collector"
     http_port: int = 8300
+    # ~500 conversations of ~5 Genesys messages a poll while catching up: the encoder sorts
+    # and packs a flush of hundreds of texts better than one of a hundred
+    max_batch_records: int = Field(default=2500, gt=0)
     languages: frozenset[str] = frozenset({"en-us", "es-es"})
     model_types: tuple[ModelType, ...] = (ModelType.INTENT,)  # keys published per interaction
     store_url: str = Field(default_factory=default_store_url)
     encoder_precision: str = Field(default="fp32", pattern="^(fp32|int8)$")
     encoder_batch_size: int = Field(default=DEFAULT_BATCH_SIZE, gt=0)
     encoder_threads: int | None = Field(default=None, gt=0)
+    # conversations embedded per flush at most: bounds the time the loop does not poll
+    # (~3 s on one CPU) when a backlog makes thousands due at once
+    max_flush_conversations: int = Field(default=512, gt=0)
     wrapup_wait_s: float = Field(default=60.0, gt=0)
     settle_s: float = Field(default=5.0, ge=0)
     max_wait_s: float = Field(default=1800.0, gt=0)
