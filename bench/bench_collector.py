@@ -1,24 +1,26 @@
 """Collector throughput end to end through Kafka, next to the raw encoder on the same texts.
 
-    .venv/bin/python bench/bench_collector.py [--n 3000] [--warmup 500] [--settle-s 0.5]
-        [--format genesys-eventbridge] [--threads N] [--batch-size B] [--precision fp32]
-        [--profile collector.prof] [--log collector.log] [--collector-cpus 1]
+    .venv/bin/python bench/bench_collector.py [--n 3000] [--rounds 3] [--warmup 500]
+        [--settle-s 0.5] [--format genesys-eventbridge] [--threads N] [--batch-size B]
+        [--precision fp32] [--profile collector.prof] [--log collector.log]
+        [--collector-cpus 1]
 
 1. Starts a local Kafka broker in a temporary folder (as tests/integration do; the jars
    come from `driftloop kafka fetch`'s cache), creates the topics.
 2. Starts the collector as a process (`python -m driftloop_collector`, service defaults
    but for the settle time and the store folder) and waits for `/readyz`.
 3. Sends `--warmup` other conversations through first (a fresh broker's JVM compiles
-   for its first seconds, and so do the collector's first batches). Then publishes N
-   generated conversations to `interactions.raw` as fast as the producer goes
-   (`driftloop replay`'s `publish_records`), and reads `interactions.embedded` until every
-   one of the N has come out. Collector rate = N / (first publish → last embedded event).
-4. The raw encoder: `TextEncoder.encode` in this process on exactly the texts the collector
-   emits (assembled beforehand from the same messages by the collector's own assembler, and
-   checked against what came out), same precision, threads and batch size, one call over
-   all texts (the encoder's best case: one global sort). Timed before the collector starts
-   and `--repeat` times after it stopped, so a change in the machine's load shows. Raw
-   rate = N / the median of those runs.
+   for its first seconds, and so do the collector's first batches). Then, `--rounds`
+   times: publishes N new conversations to `interactions.raw` as fast as the producer
+   goes (`driftloop replay`'s `publish_records`), and reads `interactions.embedded` until
+   every one of the N has come out. Collector rate = N / (first publish → last event).
+4. Right after each round, while the collector and the broker idle: the raw encoder,
+   `TextEncoder.encode` in this process on exactly the texts the collector emitted in that
+   round (predicted by the collector's own assembler and checked against the output),
+   same precision, threads and batch size, one call over all texts (the encoder's best
+   case: one global sort), `--repeat` times. Ratio per round = collector rate / raw rate;
+   the headline is the median over rounds, so a change in the machine's load hits both
+   sides of a ratio.
 
 By default the broker, this process's producer and consumer run on the same CPUs as the
 collector. `--collector-cpus 1` gives the collector (and the raw encoder it is compared
@@ -42,7 +44,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -201,17 +205,26 @@ async def publish_and_collect(
     }
 
 
+@dataclass(frozen=True)
+class Round:
+    """One timed burst: its Genesys messages and the texts the collector will emit."""
+
+    records: list[tuple[bytes, bytes]]
+    texts: list[str]
+
+
 async def through_kafka(
     bootstrap: str,
     broker_pid: int | None,
     warmup: list[tuple[bytes, bytes]],
-    records: list[tuple[bytes, bytes]],
-    n: int,
+    rounds: list[Round],
+    raw: Callable[[list[str]], tuple[float, float]],
     folder: Path,
     args: argparse.Namespace,
-) -> dict:
+) -> list[dict]:
     """Start the collector, warm everything up on `warmup` (the broker's JIT, the
-    collector's first batches), then time it on `records`, `n` embedded events expected."""
+    collector's first batches), then time each round through it, each followed by the
+    raw encoder on the same texts (`raw`, while the collector and the broker idle)."""
     await create_topics(KafkaSettings(bootstrap_servers=bootstrap), topics.ALL_TOPICS)
     out = AIOKafkaConsumer(
         topics.INTERACTIONS_EMBEDDED,
@@ -222,26 +235,43 @@ async def through_kafka(
     )
     await out.start()
     collector = Collector(bootstrap, folder, args)
+    results = []
     try:
         await collector.ready()
         if warmup:
             expected = len(assembled_texts(warmup))
             await publish_and_collect(bootstrap, out, collector, warmup, expected, args.timeout_s)
-        before = await collector.metrics()
-        pids = {"collector": collector.proc.pid, "broker": broker_pid, "bench": None}
-        cpu_before = {
-            name: cpu_seconds(pid) for name, pid in pids.items() if pid or name == "bench"
-        }
-        run = await publish_and_collect(bootstrap, out, collector, records, n, args.timeout_s)
-        cpu = {name: cpu_seconds(pids[name]) - spent for name, spent in cpu_before.items()}
-        after = await collector.metrics()
+        for round_ in rounds:
+            result = await timed_round(bootstrap, broker_pid, out, collector, round_, args)
+            result["raw"] = [raw(round_.texts) for _ in range(args.repeat)]
+            results.append(result)
     finally:
         collector.stop()
         await out.stop()
+    return results
+
+
+async def timed_round(
+    bootstrap: str,
+    broker_pid: int | None,
+    out: AIOKafkaConsumer,
+    collector: Collector,
+    round_: Round,
+    args: argparse.Namespace,
+) -> dict:
+    n = len(round_.texts)
+    before = await collector.metrics()
+    pids = {"collector": collector.proc.pid, "broker": broker_pid, "bench": None}
+    cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items() if pid or name == "bench"}
+    run = await publish_and_collect(bootstrap, out, collector, round_.records, n, args.timeout_s)
+    cpu = {name: cpu_seconds(pids[name]) - spent for name, spent in cpu_before.items()}
+    after = await collector.metrics()
     bodies = [json.loads(v) for v in run["values"]]
     ids = {b["payload"]["conversation_id"] for b in bodies}
     if len(ids) != n:
         raise RuntimeError(f"{len(ids)} distinct conversations in {len(bodies)} events")
+    if sorted(b["payload"]["text"] for b in bodies) != sorted(round_.texts):
+        raise RuntimeError("the collector emitted other texts than its assembler predicted")
     arrivals = sorted(run["arrivals"])
     lo, hi = arrivals[n // 10], arrivals[(9 * n) // 10]
 
@@ -249,6 +279,7 @@ async def through_kafka(
         return metric(after, name) - metric(before, name)
 
     return {
+        "n": n,
         "elapsed": run["elapsed"],
         "published": run["published"],
         "first_out": arrivals[0],
@@ -256,7 +287,6 @@ async def through_kafka(
         "quantiles": [arrivals[min(n - 1, n * q // 10)] for q in (1, 5, 9, 10)],
         "embed_s": delta("collector_embedding_seconds_sum"),
         "flushes": delta("collector_embedding_seconds_count"),
-        "texts": [b["payload"]["text"] for b in bodies],
         "cpu": cpu,
     }
 
@@ -311,7 +341,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="encoder threads (both)")
     parser.add_argument("--batch-size", type=int, default=None, help="encoder batch (both)")
     parser.add_argument("--settle-s", type=float, default=0.5, help="collector's settle time")
-    parser.add_argument("--repeat", type=int, default=2, help="raw encoder runs after")
+    parser.add_argument("--rounds", type=int, default=3, help="timed bursts, other texts each")
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="raw encoder runs after each round (median)"
+    )
     parser.add_argument("--timeout-s", type=float, default=900)
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument("--profile", type=Path, default=None, help="cProfile the collector")
@@ -327,16 +360,14 @@ def main() -> None:
     rest = ALL_CPUS - args.collector_cpus if args.collector_cpus else None
 
     start = datetime(2026, 11, 1, tzinfo=UTC)
-    interactions = list(
-        generate(
-            GeneratorConfig(
-                seed=args.seed, count=args.n, start=start, end=start + timedelta(days=7)
-            )
-        )
-    )
     load_before = os.getloadavg()
-    records = list(kafka_records(interactions, args.format))
-    texts = assembled_texts(records)
+    rounds = []
+    for k in range(args.rounds):  # other conversations each round (ids are never reused)
+        config = GeneratorConfig(
+            seed=args.seed + 10 * k, count=args.n, start=start, end=start + timedelta(days=7)
+        )
+        records = list(kafka_records(generate(config), args.format))
+        rounds.append(Round(records, assembled_texts(records)))
     warmup = list(
         kafka_records(
             generate(
@@ -353,40 +384,37 @@ def main() -> None:
     pin(args.collector_cpus)  # the encoder's threads start here: on the collector's CPUs
     encoder = TextEncoder(precision=args.precision, num_threads=args.threads).load()
     batch_size = args.batch_size or _default_batch_size()
-    encoder.encode(texts[:64], batch_size=batch_size)  # warm-up
-    raw_before = time_encode(encoder, texts, batch_size, 1)
+    encoder.encode(rounds[0].texts[:64], batch_size=batch_size)  # warm-up
+
+    def raw(texts: list[str]) -> tuple[float, float]:
+        pin(args.collector_cpus)
+        try:
+            return time_encode(encoder, texts, batch_size, 1)[0]
+        finally:
+            pin(rest)
+
     pin(rest)  # the broker and this process's Kafka clients
     with tempfile.TemporaryDirectory(prefix="bench-collector-") as tmp:
         folder = Path(tmp)
         broker = LocalKafka(folder / "kafka")
         bootstrap = broker.start(timeout_s=180)
         try:
-            run = asyncio.run(
-                through_kafka(bootstrap, broker.pid(), warmup, records, len(texts), folder, args)
+            results = asyncio.run(
+                through_kafka(bootstrap, broker.pid(), warmup, rounds, raw, folder, args)
             )
         finally:
             broker.stop()
             if args.log and (folder / "collector.log").exists():
                 shutil.copyfile(folder / "collector.log", args.log)
-    if sorted(run["texts"]) != sorted(texts):
-        raise RuntimeError("the collector emitted other texts than its assembler predicted")
-    pin(args.collector_cpus)
-    raw_after = time_encode(encoder, texts, batch_size, args.repeat)
-    raw = [wall for wall, _ in raw_before + raw_after]
-    raw_cpu = statistics.median(cpu for _, cpu in raw_before + raw_after)
-    threads = encoder.num_threads
-    words = sorted(len(t.split()) for t in texts)
-    n = len(texts)  # conversations with customer text: each is embedded once
-    collector_rate = n / run["elapsed"]
-    raw_rate = n / statistics.median(raw)
     load = os.getloadavg()
+    words = sorted(len(t.split()) for t in rounds[0].texts)
     print(f"command: .venv/bin/python {shlex.join(['bench/bench_collector.py', *sys.argv[1:]])}")
     print(
         f"machine: {platform.processor() or platform.machine()}, {len(ALL_CPUS)} CPUs, "
         "load average (1, 5, 15 min) before / after: "
         + " / ".join(", ".join(f"{v:.2f}" for v in ld) for ld in (load_before, load))
         + "; "
-        f"encoder {args.precision}, {threads} threads, batch {batch_size}; "
+        f"encoder {args.precision}, {encoder.num_threads} threads, batch {batch_size}; "
         + (
             f"CPUs: collector and raw encoder {sorted(args.collector_cpus)}, broker and "
             f"bench {sorted(rest)}"
@@ -395,47 +423,47 @@ def main() -> None:
         )
     )
     print(
-        f"data: {args.n} conversations ({n} with customer text), {len(records)} "
-        f"{args.format.value} messages; "
-        f"text words median {words[len(words) // 2]}, max {words[-1]}"
+        f"data: {args.rounds} rounds of {args.n} conversations ("
+        + ", ".join(f"{len(r.texts)}" for r in rounds)
+        + " with customer text; "
+        + ", ".join(f"{len(r.records)}" for r in rounds)
+        + f" {args.format.value} messages); round 1's text words median "
+        f"{words[len(words) // 2]}, max {words[-1]}"
     )
-    print(
-        f"collector: published in {run['published']:.2f} s, first embedded event after "
-        f"{run['first_out']:.2f} s, {run['flushes']:.0f} flushes, encoder time "
-        f"{run['embed_s']:.2f} s of {run['elapsed']:.2f} s; steady rate (10th→90th "
-        f"percentile of arrivals) {run['steady']:,.1f}/s; 10 %, 50 %, 90 %, all out after "
-        + ", ".join(f"{t:.2f}" for t in run["quantiles"])
-        + " s"
-    )
-    print(
-        f"CPU seconds while it ran ({run['elapsed']:.2f} s × {len(ALL_CPUS)} CPUs): "
-        + ", ".join(f"{name} {spent:.2f}" for name, spent in run["cpu"].items())
-        + " (bench: the producer, then the consumer of interactions.embedded)"
-    )
-    print(
-        f"raw encoder runs: before {raw_before[0][0]:.2f} s, after "
-        f"{', '.join(f'{wall:.2f} s' for wall, _ in raw_after)}; {raw_cpu:.2f} CPU seconds"
-    )
+    for i, run in enumerate(results, 1):
+        n = run["n"]
+        raw_wall = statistics.median(wall for wall, _ in run["raw"])
+        raw_cpu = statistics.median(cpu for _, cpu in run["raw"])
+        cpu = run["cpu"]
+        run["collector_rate"], run["raw_rate"] = n / run["elapsed"], n / raw_wall
+        print(
+            f"round {i}: published in {run['published']:.2f} s, first embedded event after "
+            f"{run['first_out']:.2f} s, {run['flushes']:.0f} flushes, encoder time "
+            f"{run['embed_s']:.2f} s of {run['elapsed']:.2f} s; 10 %, 50 %, 90 %, all out "
+            "after "
+            + ", ".join(f"{t:.2f}" for t in run["quantiles"])
+            + " s; CPU per text: collector process "
+            f"{cpu['collector'] / n * 1e3:.2f} ms, raw encoder {raw_cpu / n * 1e3:.2f} ms, "
+            f"broker {cpu.get('broker', float('nan')) / n * 1e3:.2f} ms, this process "
+            f"{cpu['bench'] / n * 1e3:.2f} ms"
+        )
     print()
-    print("| what | texts | seconds | per second |")
-    print("|---|---:|---:|---:|")
-    print(
-        f"| collector, end to end through Kafka (interactions) | {n} | "
-        f"{run['elapsed']:.2f} | {collector_rate:,.1f} |"
-    )
-    print(
-        f"| raw encoder, same texts (sentences, median of {len(raw)} runs) | {n} | "
-        f"{statistics.median(raw):.2f} | {raw_rate:,.1f} |"
-    )
-    print(f"| **collector / raw** | | | **{collector_rate / raw_rate:.0%}** |")
-    cpu = run["cpu"]
-    print()
-    print(
-        f"CPU per text: collector process {cpu['collector'] / n * 1e3:.2f} ms, raw encoder "
-        f"{raw_cpu / n * 1e3:.2f} ms (raw / collector {raw_cpu / cpu['collector']:.0%}); "
-        f"the broker {cpu.get('broker', float('nan')) / n * 1e3:.2f} ms and this process "
-        f"{cpu['bench'] / n * 1e3:.2f} ms on the same CPUs"
-    )
+    columns = [
+        "round",
+        "interactions",
+        "collector, end to end through Kafka (/s)",
+        "raw encoder, same texts (/s)",
+        "collector / raw",
+    ]
+    print("| " + " | ".join(columns) + " |")
+    print("|---|---:|---:|---:|---:|")
+    for i, run in enumerate(results, 1):
+        print(
+            f"| {i} | {run['n']} | {run['collector_rate']:,.1f} | {run['raw_rate']:,.1f} | "
+            f"{run['collector_rate'] / run['raw_rate']:.0%} |"
+        )
+    ratios = [run["collector_rate"] / run["raw_rate"] for run in results]
+    print(f"| **median** | | | | **{statistics.median(ratios):.0%}** |")
 
 
 if __name__ == "__main__":
