@@ -100,6 +100,25 @@ async def test_a_backlog_is_embedded_in_flushes_of_bounded_size(tmp_path) -> Non
     assert floors[0] is not None and floors[0] <= floors[1] and floors[2] is None
 
 
+async def test_a_revoked_partition_leaves_nothing_to_flush(tmp_path) -> None:
+    c, clock = collector(tmp_path, max_flush_conversations=5)
+    kept = conversation_records(4, seed=1)
+    lost = [
+        FakeRecord(r.topic, 1, r.offset, r.value, r.key) for r in conversation_records(4, seed=2)
+    ]
+    for record in kept + lost:
+        await c.handle(c.decode(record))
+    clock.now += timedelta(seconds=2)
+    await c.flush()  # 5 of the 8 due conversations are out; 3 wait for the next flush
+    waiting = {cv.conversation_id for cv in c._ready}
+    await c.on_revoked({TopicPartition("interactions.raw", 1)})
+    rest = await c.flush()
+    lost_ids = {json.loads(r.value)["detail"]["eventBody"]["conversationId"] for r in lost}
+    assert waiting & lost_ids and waiting - lost_ids  # both kinds were waiting
+    assert {e.payload.conversation_id for e in rest} == waiting - lost_ids
+    assert c.commit_floor(TopicPartition("interactions.raw", 1)) is None
+
+
 async def test_a_conversation_waiting_for_its_wrapup_holds_the_commit_floor(tmp_path) -> None:
     c, clock = collector(tmp_path)
     records = conversation_records(3)

@@ -146,7 +146,11 @@ class Collector:
         return min(held) if held else None
 
     async def on_revoked(self, partitions: set[TopicPartition]) -> None:
-        self.assembler.revoke({tp.partition for tp in partitions})
+        """Forget what came from lost partitions, open or waiting for a flush: their new
+        owner reads it again from the committed offset."""
+        lost = {tp.partition for tp in partitions}
+        self.assembler.revoke(lost)
+        self._ready = [c for c in self._ready if lost.isdisjoint(c.source_offsets)]
 
     # ------------------------------------------------------------ work
     def _embed_and_store(self, ready: list[CompletedConversation]) -> list[Event]:
