@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections import Counter
 
 import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from driftloop_common import topics
 from driftloop_common.events import Event, decode_event
 from driftloop_common.local_kafka import LocalKafka
-from driftloop_common.service import RetryPolicy
+from driftloop_common.service import LOG_APPEND_TIME, RetryPolicy
 from tests.integration.helpers import (
     audit_of,
     make_topics,
@@ -145,3 +148,30 @@ async def test_broker_restart_during_consumption_loses_nothing(tmp_path, fresh_n
         assert set(seen) == {str(e.event_id) for e in events}
     finally:
         await asyncio.to_thread(broker.stop)
+
+
+async def test_the_broker_stamps_interactions_raw_with_its_own_append_time(
+    kafka_bootstrap: str,
+) -> None:
+    # The collector's waits follow the log only on broker-stamped records (see topics.py).
+    await make_topics(kafka_bootstrap, topics.INTERACTIONS_RAW)
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
+    await producer.start()
+    an_hour_ago_ms = int((time.time() - 3600) * 1000)
+    try:
+        sent = await producer.send_and_wait(
+            topics.INTERACTIONS_RAW, b"{}", key=b"stamp-test", timestamp_ms=an_hour_ago_ms
+        )
+    finally:
+        await producer.stop()
+    consumer = AIOKafkaConsumer(bootstrap_servers=kafka_bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        tp = TopicPartition(topics.INTERACTIONS_RAW, sent.partition)
+        consumer.assign([tp])
+        consumer.seek(tp, sent.offset)
+        [record] = (await consumer.getmany(tp, timeout_ms=10_000, max_records=1))[tp]
+    finally:
+        await consumer.stop()
+    assert record.timestamp_type == LOG_APPEND_TIME
+    assert record.timestamp > an_hour_ago_ms + 3_000_000  # the broker's clock, not ours

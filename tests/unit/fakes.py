@@ -20,6 +20,8 @@ class FakeRecord:
     value: bytes | None
     key: bytes | None = None
     headers: list[tuple[str, bytes]] = field(default_factory=list)
+    timestamp: int = 0
+    timestamp_type: int = 0  # the producer's time (CreateTime)
 
 
 class FakeConsumer:

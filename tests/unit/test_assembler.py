@@ -5,6 +5,7 @@ Time is injected: every `now` below is an explicit value, nothing waits.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import random
@@ -146,6 +147,64 @@ def test_next_due_is_the_earliest_timeout_of_the_open_conversations() -> None:
     assert assembler.next_due == T0 + 600 * S  # what is left: "a"
     assert [d.conversation_id for d in assembler.expire(T0 + 600 * S)] == ["a"]
     assert assembler.next_due is None
+
+
+def appended(piece: Piece, seconds: float) -> Piece:
+    """The piece as read from a topic whose records carry the broker's append time."""
+    return dataclasses.replace(piece, appended_at=T0 + seconds * S)
+
+
+def test_a_backlog_is_due_once_the_log_has_moved_past_its_settle_time() -> None:
+    # Read 10 minutes after Kafka took them (a restart, a backlog): nothing to wait for
+    # once this partition has been read past the end + wrap-up + settle.
+    assembler = ConversationAssembler(AssemblerConfig(settle=5 * S))
+    now = T0 + 600 * S
+    pieces = [
+        appended(said(1, ("u1", "cancel my order")), 0),
+        appended(end(2), 1),
+        appended(wrapup(3), 2),
+    ]
+    assert feed(assembler, pieces, now) == []  # the log has not moved past 2 + 5 s yet
+    assert assembler.expire(now) == []
+    later = appended(said(4, ("u9", "hi"), cid="other"), 7.5)  # same partition, 7.5 s
+    assert assembler.add(later, now) == []  # `add` settles its own conversation only
+    [done] = assembler.expire(now)
+    assert done.conversation_id == CID and done.label == "w-7"
+
+
+def test_the_log_of_another_partition_does_not_make_it_due() -> None:
+    assembler = ConversationAssembler(AssemblerConfig(settle=5 * S))
+    now = T0 + 600 * S
+    feed(assembler, [appended(end(1), 1), appended(wrapup(2), 2)], now)
+    assert assembler.add(appended(said(3, ("u", "x"), cid="b", part=1), 60), now) == []
+    assert assembler.expire(now + 4 * S) == []
+    # on the service's clock it still comes due: settle after the pieces were read
+    assert [d.reason for d in (assembler.expire(now + 5 * S), assembler.drain_dropped())[1]] == [
+        DropReason.NO_TEXT
+    ]
+
+
+def test_a_piece_read_before_it_could_settle_is_never_declared_late() -> None:
+    # A transcript Kafka took after the wrap-up, within the settle time, arrives before a
+    # record that moves the log past it: the conversation waits for it.
+    assembler = ConversationAssembler(AssemblerConfig(settle=5 * S))
+    now = T0 + 600 * S
+    feed(assembler, [appended(end(1), 0), appended(wrapup(2), 1)], now)
+    assert assembler.add(appended(said(3, ("u1", "trailing words")), 4), now) == []
+    assert assembler.expire(now) == []  # the log is at 4 s: 1 + 5 s not passed yet
+    assembler.add(appended(said(4, ("u", "x"), cid="other"), 6.5), now)
+    [done] = assembler.expire(now)
+    assert done.text == "trailing words"
+    assert assembler.drain_dropped() == []
+
+
+def test_without_the_brokers_time_only_the_service_clock_counts() -> None:
+    assembler = ConversationAssembler(AssemblerConfig(settle=5 * S))
+    now = T0 + 600 * S
+    feed(assembler, [said(1, ("u1", "hello")), end(2), appended(wrapup(3), 2)], now)
+    assert assembler.add(appended(said(4, ("u", "x"), cid="other"), 60), now) == []
+    [done] = assembler.expire(now + 5 * S)
+    assert done.conversation_id == CID
 
 
 def test_a_wrapup_within_the_wait_completes_it_with_a_label() -> None:

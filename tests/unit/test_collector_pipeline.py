@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import zlib
 from datetime import UTC, datetime, timedelta
@@ -13,6 +14,7 @@ from driftloop_collector.pipeline import Collector
 from driftloop_collector.settings import CollectorSettings
 from driftloop_common.events import EncoderInfo
 from driftloop_common.metrics import LoopMetrics
+from driftloop_common.service import LOG_APPEND_TIME
 from driftloop_common.store import InteractionStore
 from driftloop_synthetic import GeneratorConfig, generate, kafka_records
 from tests.unit.fakes import FakeRecord
@@ -98,6 +100,25 @@ async def test_a_backlog_is_embedded_in_flushes_of_bounded_size(tmp_path) -> Non
     assert [len(batch) for batch in c.encoder.batches] == [5, 5, 2]
     # the unflushed rest holds the commit floor until it is out
     assert floors[0] is not None and floors[0] <= floors[1] and floors[2] is None
+
+
+async def test_a_backlog_stamped_by_the_broker_does_not_wait_for_the_settle_time(
+    tmp_path,
+) -> None:
+    # Records Kafka appended an hour ago, one a second (LogAppendTime): each conversation
+    # is due as soon as the partition has been read past its wrap-up + settle (1 s).
+    c, clock = collector(tmp_path)
+    hour_ago_ms = int((T0 - timedelta(hours=1)).timestamp() * 1000)
+    records = [
+        dataclasses.replace(r, timestamp=hour_ago_ms + 1000 * i, timestamp_type=LOG_APPEND_TIME)
+        for i, r in enumerate(conversation_records(12))
+    ]
+    for record in records:
+        await c.handle(c.decode(record))
+    first = await c.flush()  # the clock has not moved
+    assert len(first) == 11  # the last one: nothing read after it yet
+    clock.now += timedelta(seconds=2)  # … so it waits out the settle time on the clock
+    assert len(await c.flush()) == 1
 
 
 async def test_a_revoked_partition_leaves_nothing_to_flush(tmp_path) -> None:

@@ -15,7 +15,7 @@ from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
 
 from driftloop_common.errors import ConfigError, RetryableError
 from driftloop_common.settings import KafkaSettings
-from driftloop_common.topics import ALL_TOPICS, dlq
+from driftloop_common.topics import ALL_TOPICS, TOPIC_CONFIGS, dlq
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,15 @@ async def create_topics(
         missing = [name for name in dict.fromkeys(wanted) if name not in existing]
         if missing:
             response = await admin.create_topics(
-                [NewTopic(name, partitions, replication_factor) for name in missing]
+                [
+                    NewTopic(
+                        name,
+                        partitions,
+                        replication_factor,
+                        topic_configs=TOPIC_CONFIGS.get(name),
+                    )
+                    for name in missing
+                ]
             )
             # The broker answers per topic and aiokafka does not raise: read the codes.
             failed = [

@@ -56,6 +56,12 @@ class Record(Protocol):
     key: bytes | None
     value: bytes | None
     headers: Sequence[tuple[str, bytes]]
+    timestamp: int  # epoch milliseconds
+    timestamp_type: int  # `LOG_APPEND_TIME`: the broker's clock; otherwise the producer's
+
+
+LOG_APPEND_TIME = 1
+"""Kafka's `timestamp_type` of a record stamped by the broker when it appended it."""
 
 
 Decoder = Callable[[Record], T]

@@ -38,6 +38,13 @@ ALL_TOPICS: Final[tuple[str, ...]] = (
     AUDIT,
 )
 
+TOPIC_CONFIGS: Final[dict[str, dict[str, str]]] = {
+    # Records stamped with the broker's append time, which only grows along a partition:
+    # the collector's waits for a conversation's pieces can then follow the log.
+    INTERACTIONS_RAW: {"message.timestamp.type": "LogAppendTime"},
+}
+"""Per-topic settings `create_topics` gives the topics it creates."""
+
 DLQ_SUFFIX: Final = ".dlq"
 
 

@@ -12,7 +12,15 @@ When a conversation is due (on the `now` clock):
     more than `max_open` open     the least recently updated one, at once (evicted)
 
 `settle` is a short grace for final transcripts that trail the end and wrapup
-events; it is what makes the output independent of the arrival order. A due
+events; it is what makes the output independent of the arrival order.
+
+Two clocks can make a conversation due. The service's (`now`): the waits above count
+from when this consumer read the pieces. The broker's, for records Kafka stamped with
+its append time (`PieceBase.appended_at`): the waits count from when Kafka took the
+pieces, and the conversation is due once this consumer has read, in its partition, a
+record appended after that — every piece appended before it has then been read. So a
+backlog (after a restart, an outage, a burst) is not held back by waits that passed
+long ago, and nothing that was in Kafka in time is declared late. A due
 conversation without customer text is dropped with a reason (`drain_dropped()`),
 never silently; so is a piece that arrives after its conversation was closed, which
 never re-opens it (closed ids are remembered for `remember_closed`, at most
@@ -123,22 +131,52 @@ class _Heard(NamedTuple):
 
 
 @dataclass
+class _Marks:
+    """When a conversation's pieces came, on one clock: the first and the latest piece,
+    the first customer.end and the first wrap-up."""
+
+    first: datetime
+    last: datetime
+    end: datetime | None = None
+    wrapup: datetime | None = None
+
+    def note(self, piece: Piece, at: datetime) -> None:
+        self.first, self.last = min(self.first, at), max(self.last, at)
+        if isinstance(piece, EndPiece):
+            self.end = at if self.end is None else min(self.end, at)
+        elif isinstance(piece, WrapupPiece):
+            self.wrapup = at if self.wrapup is None else min(self.wrapup, at)
+
+    def due(self, config: AssemblerConfig, normalized: bool) -> tuple[datetime, Completion]:
+        if normalized:
+            return self.first, Completion.NORMALIZED
+        if self.end is not None and self.wrapup is not None:
+            return max(self.end, self.wrapup) + config.settle, Completion.WRAPUP
+        if self.end is not None:
+            return self.end + config.wrapup_wait, Completion.WRAPUP_TIMEOUT
+        return self.last + config.max_wait, Completion.MAX_WAIT
+
+
+@dataclass
 class _Conversation:
-    first_seen: datetime
-    last_seen: datetime
+    read: _Marks  # on the service's clock, when this consumer read each piece
+    appended: _Marks | None  # on the broker's clock, when Kafka appended them (if known)
     latest_event: datetime
     offsets: dict[int, set[int]] = field(default_factory=dict)
     utterances: dict[str, _Heard] = field(default_factory=dict)
     start: StartPiece | None = None
     end: EndPiece | None = None
-    end_seen: datetime | None = None
     wrapup: WrapupPiece | None = None
-    wrapup_seen: datetime | None = None
     normalized: NormalizedPiece | None = None
 
     def absorb(self, piece: Piece, now: datetime) -> None:
         """Add a piece; duplicates resolve to the same state whatever the arrival order."""
-        self.last_seen = max(self.last_seen, now)
+        self.read.note(piece, now)
+        if self.appended is not None:
+            if piece.appended_at is None:
+                self.appended = None  # one piece of unknown time: this clock says nothing
+            else:
+                self.appended.note(piece, min(piece.appended_at, now))
         self.latest_event = max(self.latest_event, piece.event_time)
         self.offsets.setdefault(piece.partition, set()).add(piece.offset)
         match piece:
@@ -152,24 +190,23 @@ class _Conversation:
                 self.start = piece if self.start is None else _earliest(self.start, piece)
             case EndPiece():
                 self.end = piece if self.end is None else _latest(self.end, piece)
-                self.end_seen = self.end_seen or now
             case WrapupPiece():
                 # After a transfer several agents wrap up; the last one has the outcome.
                 self.wrapup = piece if self.wrapup is None else _latest(self.wrapup, piece)
-                self.wrapup_seen = self.wrapup_seen or now
             case NormalizedPiece():
                 self.normalized = (
                     piece if self.normalized is None else _latest(self.normalized, piece)
                 )
 
     def due(self, config: AssemblerConfig) -> tuple[datetime, Completion]:
-        if self.normalized is not None:
-            return self.first_seen, Completion.NORMALIZED
-        if self.end_seen is not None and self.wrapup_seen is not None:
-            return max(self.end_seen, self.wrapup_seen) + config.settle, Completion.WRAPUP
-        if self.end_seen is not None:
-            return self.end_seen + config.wrapup_wait, Completion.WRAPUP_TIMEOUT
-        return self.last_seen + config.max_wait, Completion.MAX_WAIT
+        """When it is due on the service's clock, and why."""
+        return self.read.due(config, self.normalized is not None)
+
+    def due_in_kafka(self, config: AssemblerConfig) -> datetime | None:
+        """When it is due on the broker's clock (None when a piece's time is unknown)."""
+        if self.appended is None:
+            return None
+        return self.appended.due(config, self.normalized is not None)[0]
 
     def build(
         self,
@@ -238,6 +275,8 @@ class ConversationAssembler:
         self._closed: dict[str, datetime] = {}  # id → when closed, oldest first
         self._dropped: list[Dropped] = []
         self._next_due: datetime | None = None
+        # partition → the latest append time read there (records with a broker timestamp)
+        self._watermarks: dict[int, datetime] = {}
 
     @property
     def open_conversations(self) -> int:
@@ -263,14 +302,22 @@ class ConversationAssembler:
             return []
         # Re-inserting keeps `_open` ordered from least to most recently updated.
         conversation = self._open.pop(cid, None) or _Conversation(
-            first_seen=now, last_seen=now, latest_event=piece.event_time
+            read=_Marks(first=now, last=now),
+            appended=None
+            if piece.appended_at is None
+            else _Marks(*[min(piece.appended_at, now)] * 2),
+            latest_event=piece.event_time,
         )
         self._open[cid] = conversation
         conversation.absorb(piece, now)
+        if piece.appended_at is not None:
+            seen = self._watermarks.get(piece.partition)
+            if seen is None or piece.appended_at > seen:
+                self._watermarks[piece.partition] = piece.appended_at
         when, how = conversation.due(self.config)
         if when > now and (self._next_due is None or when < self._next_due):
             self._next_due = when
-        completed = self._close(cid, how, now) if when <= now else []
+        completed = self._close(cid, how, now) if self._is_due(conversation, when, now) else []
         while len(self._open) > self.config.max_open:
             completed += self._close(next(iter(self._open)), Completion.EVICTED, now)
         return completed
@@ -279,10 +326,15 @@ class ConversationAssembler:
         """Emit every conversation due at `now` (timeouts), in due order."""
         _require_aware(now)
         timeouts = [
-            (*conversation.due(self.config), cid) for cid, conversation in self._open.items()
+            (*conversation.due(self.config), cid, conversation)
+            for cid, conversation in self._open.items()
         ]
-        due = sorted((when, cid, how) for when, how, cid in timeouts if when <= now)
-        self._next_due = min((when for when, _, _ in timeouts if when > now), default=None)
+        due = sorted(
+            (when, cid, how)
+            for when, how, cid, conversation in timeouts
+            if self._is_due(conversation, when, now)
+        )
+        self._next_due = min((when for when, *_ in timeouts if when > now), default=None)
         completed = [done for _, cid, how in due for done in self._close(cid, how, now)]
         self._forget_closed(now)
         return completed
@@ -303,7 +355,21 @@ class ConversationAssembler:
         lost = [cid for cid, c in self._open.items() if not c.offsets.keys().isdisjoint(partitions)]
         for cid in lost:
             del self._open[cid]
+        for partition in partitions:
+            self._watermarks.pop(partition, None)
         return len(lost)
+
+    def _is_due(self, conversation: _Conversation, when: datetime, now: datetime) -> bool:
+        """Due on the service's clock (`when`, from when its pieces were read), or on the
+        broker's: this consumer has read, in each of its partitions, a record Kafka appended
+        after the conversation fell due, so every piece appended before that is in."""
+        if when <= now:
+            return True
+        due = conversation.due_in_kafka(self.config)
+        if due is None:
+            return False
+        marks = [self._watermarks.get(partition) for partition in conversation.offsets]
+        return all(mark is not None and mark > due for mark in marks)
 
     def _close(
         self, cid: str, completion: Completion, now: datetime

@@ -66,12 +66,17 @@ _PATTERN_NAMES = frozenset(t.value for t in Topic)
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class PieceBase:
-    """Where a piece came from (its Kafka record) and which conversation it belongs to."""
+    """Where a piece came from (its Kafka record) and which conversation it belongs to.
+
+    `appended_at` is when the broker appended the record, known only for topics whose
+    records carry the broker's time (`message.timestamp.type=LogAppendTime`): a
+    producer's own timestamps need not increase along a partition."""
 
     conversation_id: str
     partition: int
     offset: int
     event_time: datetime
+    appended_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,6 +197,7 @@ def parse_raw(
     partition: int,
     offset: int,
     languages: Collection[str] = DEFAULT_LANGUAGES,
+    appended_at: datetime | None = None,
 ) -> Piece:
     """One `interactions.raw` message → one piece; `PermanentError` (with a code) if unusable.
 
@@ -206,7 +212,7 @@ def parse_raw(
         raise PermanentError(
             f"expected a JSON object, got {type(data).__name__}", code="unknown_shape"
         )
-    where = {"partition": partition, "offset": offset}
+    where = {"partition": partition, "offset": offset, "appended_at": appended_at}
 
     if "event_type" in data:
         return _normalized(value, languages, where)
@@ -259,7 +265,7 @@ def parse_raw(
     return StartPiece(**base, media_type=body.media_type)
 
 
-def _normalized(value: bytes, languages: Collection[str], where: dict[str, int]) -> Piece:
+def _normalized(value: bytes, languages: Collection[str], where: dict[str, Any]) -> Piece:
     event = decode_event(value, expected=(InteractionRawEvent,))
     assert isinstance(event, InteractionRawEvent)
     interaction = event.payload

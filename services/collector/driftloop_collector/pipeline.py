@@ -39,7 +39,7 @@ from driftloop_common.events import (
     ModelKey,
 )
 from driftloop_common.metrics import LoopMetrics
-from driftloop_common.service import Record
+from driftloop_common.service import LOG_APPEND_TIME, Record
 from driftloop_common.store import InteractionStore
 
 log = logging.getLogger(__name__)
@@ -106,6 +106,11 @@ class Collector:
             partition=record.partition,
             offset=record.offset,
             languages=self.settings.languages,
+            appended_at=(
+                datetime.fromtimestamp(record.timestamp / 1000, UTC)
+                if record.timestamp_type == LOG_APPEND_TIME
+                else None
+            ),
         )
 
     async def handle(self, piece: Piece) -> list[Event]:
