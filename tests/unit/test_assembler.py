@@ -198,6 +198,17 @@ def test_a_piece_read_before_it_could_settle_is_never_declared_late() -> None:
     assert assembler.drain_dropped() == []
 
 
+def test_a_broker_clock_ahead_of_the_services_changes_nothing() -> None:
+    # Broker times are compared with broker times only: 1,000 s ahead of `now` here.
+    assembler = ConversationAssembler(AssemblerConfig(settle=5 * S))
+    feed(assembler, [appended(end(1), 1000), appended(wrapup(2), 1001)], T0)
+    assembler.add(appended(said(3, ("u1", "trailing words")), 1004), T0)
+    assert assembler.expire(T0) == []
+    assembler.add(appended(said(4, ("u", "x"), cid="other"), 1006.5), T0)
+    [done] = assembler.expire(T0)
+    assert done.text == "trailing words"
+
+
 def test_without_the_brokers_time_only_the_service_clock_counts() -> None:
     assembler = ConversationAssembler(AssemblerConfig(settle=5 * S))
     now = T0 + 600 * S

@@ -176,7 +176,7 @@ class _Conversation:
             if piece.appended_at is None:
                 self.appended = None  # one piece of unknown time: this clock says nothing
             else:
-                self.appended.note(piece, min(piece.appended_at, now))
+                self.appended.note(piece, piece.appended_at)  # compared with the log only
         self.latest_event = max(self.latest_event, piece.event_time)
         self.offsets.setdefault(piece.partition, set()).add(piece.offset)
         match piece:
@@ -303,9 +303,7 @@ class ConversationAssembler:
         # Re-inserting keeps `_open` ordered from least to most recently updated.
         conversation = self._open.pop(cid, None) or _Conversation(
             read=_Marks(first=now, last=now),
-            appended=None
-            if piece.appended_at is None
-            else _Marks(*[min(piece.appended_at, now)] * 2),
+            appended=None if piece.appended_at is None else _Marks(*[piece.appended_at] * 2),
             latest_event=piece.event_time,
         )
         self._open[cid] = conversation
