@@ -168,8 +168,13 @@ class _Conversation:
     end: EndPiece | None = None
     wrapup: WrapupPiece | None = None
     normalized: NormalizedPiece | None = None
+    # When it is due on the service's clock and why, and on the broker's (None: a piece's
+    # time is unknown); kept up to date by `absorb`, so a poll's `expire` only compares.
+    when: datetime = field(init=False)
+    how: Completion = field(init=False)
+    when_in_kafka: datetime | None = field(init=False)
 
-    def absorb(self, piece: Piece, now: datetime) -> None:
+    def absorb(self, piece: Piece, now: datetime, config: AssemblerConfig) -> None:
         """Add a piece; duplicates resolve to the same state whatever the arrival order."""
         self.read.note(piece, now)
         if self.appended is not None:
@@ -197,16 +202,9 @@ class _Conversation:
                 self.normalized = (
                     piece if self.normalized is None else _latest(self.normalized, piece)
                 )
-
-    def due(self, config: AssemblerConfig) -> tuple[datetime, Completion]:
-        """When it is due on the service's clock, and why."""
-        return self.read.due(config, self.normalized is not None)
-
-    def due_in_kafka(self, config: AssemblerConfig) -> datetime | None:
-        """When it is due on the broker's clock (None when a piece's time is unknown)."""
-        if self.appended is None:
-            return None
-        return self.appended.due(config, self.normalized is not None)[0]
+        whole = self.normalized is not None
+        self.when, self.how = self.read.due(config, whole)
+        self.when_in_kafka = None if self.appended is None else self.appended.due(config, whole)[0]
 
     def build(
         self,
@@ -307,15 +305,17 @@ class ConversationAssembler:
             latest_event=piece.event_time,
         )
         self._open[cid] = conversation
-        conversation.absorb(piece, now)
+        conversation.absorb(piece, now, self.config)
         if piece.appended_at is not None:
             seen = self._watermarks.get(piece.partition)
             if seen is None or piece.appended_at > seen:
                 self._watermarks[piece.partition] = piece.appended_at
-        when, how = conversation.due(self.config)
+        when = conversation.when
         if when > now and (self._next_due is None or when < self._next_due):
             self._next_due = when
-        completed = self._close(cid, how, now) if self._is_due(conversation, when, now) else []
+        completed = (
+            self._close(cid, conversation.how, now) if self._is_due(conversation, now) else []
+        )
         while len(self._open) > self.config.max_open:
             completed += self._close(next(iter(self._open)), Completion.EVICTED, now)
         return completed
@@ -323,16 +323,8 @@ class ConversationAssembler:
     def expire(self, now: datetime) -> list[CompletedConversation]:
         """Emit every conversation due at `now` (timeouts), in due order."""
         _require_aware(now)
-        timeouts = [
-            (*conversation.due(self.config), cid, conversation)
-            for cid, conversation in self._open.items()
-        ]
-        due = sorted(
-            (when, cid, how)
-            for when, how, cid, conversation in timeouts
-            if self._is_due(conversation, when, now)
-        )
-        self._next_due = min((when for when, *_ in timeouts if when > now), default=None)
+        due = sorted((c.when, cid, c.how) for cid, c in self._open.items() if self._is_due(c, now))
+        self._next_due = min((c.when for c in self._open.values() if c.when > now), default=None)
         completed = [done for _, cid, how in due for done in self._close(cid, how, now)]
         self._forget_closed(now)
         return completed
@@ -357,17 +349,17 @@ class ConversationAssembler:
             self._watermarks.pop(partition, None)
         return len(lost)
 
-    def _is_due(self, conversation: _Conversation, when: datetime, now: datetime) -> bool:
-        """Due on the service's clock (`when`, from when its pieces were read), or on the
+    def _is_due(self, conversation: _Conversation, now: datetime) -> bool:
+        """Due on the service's clock (counted from when its pieces were read), or on the
         broker's: this consumer has read, in each of its partitions, a record Kafka appended
         after the conversation fell due, so every piece appended before that is in."""
-        if when <= now:
+        if conversation.when <= now:
             return True
-        due = conversation.due_in_kafka(self.config)
+        due = conversation.when_in_kafka
         if due is None:
             return False
-        marks = [self._watermarks.get(partition) for partition in conversation.offsets]
-        return all(mark is not None and mark > due for mark in marks)
+        marks = self._watermarks
+        return all(marks.get(p, due) > due for p in conversation.offsets)
 
     def _close(
         self, cid: str, completion: Completion, now: datetime
