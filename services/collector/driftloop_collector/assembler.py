@@ -12,7 +12,11 @@ When a conversation is due (on the `now` clock):
     more than `max_open` open     the least recently updated one, at once (evicted)
 
 `settle` is a short grace for final transcripts that trail the end and wrapup
-events; it is what makes the output independent of the arrival order.
+events; it is what makes the output independent of the arrival order. A due
+conversation without customer text is dropped with a reason (`drain_dropped()`),
+never silently; so is a piece that arrives after its conversation was closed, which
+never re-opens it (closed ids are remembered for `remember_closed`, at most
+`max_remembered` of them).
 
 Two clocks can make a conversation due. The service's (`now`): the waits above count
 from when this consumer read the pieces. The broker's, for records Kafka stamped with
@@ -20,11 +24,7 @@ its append time (`PieceBase.appended_at`): the waits count from when Kafka took 
 pieces, and the conversation is due once this consumer has read, in its partition, a
 record appended after that — every piece appended before it has then been read. So a
 backlog (after a restart, an outage, a burst) is not held back by waits that passed
-long ago, and nothing that was in Kafka in time is declared late. A due
-conversation without customer text is dropped with a reason (`drain_dropped()`),
-never silently; so is a piece that arrives after its conversation was closed, which
-never re-opens it (closed ids are remembered for `remember_closed`, at most
-`max_remembered` of them).
+long ago, and nothing that was in Kafka in time is declared late.
 
 Crash safety: the state lives in memory only as a cache of Kafka. The service commits
 a partition only below `min_pending_offset(partition)`, so after a crash or a
