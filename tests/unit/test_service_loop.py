@@ -18,7 +18,7 @@ from driftloop_common.events import (
     TrainingRequestedEvent,
     decode_event,
 )
-from driftloop_common.service import RetryPolicy, ServiceLoop
+from driftloop_common.service import RetryPolicy, ServiceLoop, _Rebalance
 from tests.unit.fakes import FakeConsumer, FakeProducer, FakeRecord
 
 TOPIC = "training.requested"
@@ -251,6 +251,37 @@ async def test_an_idle_poll_waits_no_longer_than_the_next_flush_is_due() -> None
     await loop.run()
     # rounded up to whole ms (never early), nothing due → the poll timeout, capped by it
     assert consumer.poll_timeouts_ms == [251, loop.poll_timeout_ms, 0, loop.poll_timeout_ms]
+
+
+async def test_a_revoke_waits_for_the_flush_in_progress() -> None:
+    # aiokafka runs the rebalance listener in its own task, possibly while a flush awaits
+    # its work: the service's buffer must not change under the flush.
+    loop, _, producer, _ = make_loop([[record(0, request().to_bytes())]])
+    started, release, order = asyncio.Event(), asyncio.Event(), []
+
+    async def slow_flush() -> list[Event]:
+        started.set()
+        await release.wait()
+        order.append("flush done")
+        return await audit(request())
+
+    async def on_revoked(partitions) -> None:
+        order.append("revoked")
+
+    loop.flush, loop.on_revoked = slow_flush, on_revoked
+    await loop.producer.start()
+    await loop.consumer.start()
+    loop.consumer.subscribe(topics=[TOPIC], listener=_Rebalance(loop))
+    polling = asyncio.create_task(loop.poll_once())
+    await started.wait()
+    revoking = asyncio.create_task(_Rebalance(loop).on_partitions_revoked({TP}))
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert not revoking.done() and order == []
+    release.set()
+    await asyncio.gather(polling, revoking)
+    assert order == ["flush done", "revoked"]
+    assert [s[0] for s in producer.sent] == ["audit", "audit"]  # the record's, the flush's
 
 
 async def test_a_failed_flush_commits_nothing_it_buffered() -> None:

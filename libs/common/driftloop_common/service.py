@@ -227,7 +227,8 @@ class ServiceLoop(Generic[T]):
                         await self._process(tp, record)
                     self._beat()
             if self.flush is not None:
-                await self._flush(self.flush)
+                async with self._processing:  # a revoke waits until the flush is published
+                    await self._flush(self.flush)
         finally:
             await self._commit()
         self._update_lag()
