@@ -301,7 +301,11 @@ class ConversationAssembler:
         # Re-inserting keeps `_open` ordered from least to most recently updated.
         conversation = self._open.pop(cid, None) or _Conversation(
             read=_Marks(first=now, last=now),
-            appended=None if piece.appended_at is None else _Marks(*[piece.appended_at] * 2),
+            appended=(
+                None
+                if piece.appended_at is None
+                else _Marks(first=piece.appended_at, last=piece.appended_at)
+            ),
             latest_event=piece.event_time,
         )
         self._open[cid] = conversation
@@ -359,7 +363,7 @@ class ConversationAssembler:
         if due is None:
             return False
         marks = self._watermarks
-        return all(marks.get(p, due) > due for p in conversation.offsets)
+        return all(p in marks and marks[p] > due for p in conversation.offsets)
 
     def _close(
         self, cid: str, completion: Completion, now: datetime
