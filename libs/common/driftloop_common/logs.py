@@ -6,9 +6,11 @@ Secrets never reach a log line: settings hold them as `SecretStr`, and
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 import threading
+from urllib.parse import quote, quote_plus, urlsplit, urlunsplit
 
 from pythonjsonlogger.json import JsonFormatter
 
@@ -18,15 +20,54 @@ MASK = "**********"
 
 
 def redact(*secrets: str | None) -> None:
-    """Register values that must never appear in a log line."""
+    """Register values that must never appear in a log line, however short, in every form
+    they take in one: as they are, JSON-escaped (a JSON log line escapes quotes, backslashes
+    and non-ASCII) and URL-encoded (a password inside a URI)."""
+    forms = {form for s in secrets if s for form in _spellings(s)}
     with _SECRETS_LOCK:
-        _SECRETS.update(s for s in secrets if s and len(s) >= 4)
+        _SECRETS.update(forms)
+
+
+def _spellings(secret: str) -> set[str]:
+    escaped = json.dumps(secret)[1:-1]
+    return {
+        secret,
+        escaped,
+        json.dumps(secret, ensure_ascii=False)[1:-1],
+        json.dumps(escaped)[1:-1],  # escaped twice: a JSON message inside a JSON line
+        quote(secret, safe=""),
+        quote_plus(secret, safe=""),
+    }
 
 
 def mask(text: str) -> str:
-    for secret in _SECRETS:
+    # Longest first: a secret's escaped form can contain the plain one.
+    for secret in sorted(_SECRETS, key=len, reverse=True):
         text = text.replace(secret, MASK)
     return text
+
+
+def safe_uri(uri: str) -> str:
+    """`uri` with its password (if any) masked, for messages: `http://me:***@host/`."""
+    try:
+        parts = urlsplit(uri)
+    except ValueError:
+        return uri
+    if parts.password is None:
+        return uri
+    host = parts.hostname or ""
+    port = f":{parts.port}" if parts.port else ""
+    return urlunsplit(parts._replace(netloc=f"{parts.username}:{MASK}@{host}{port}"))
+
+
+def uri_password(uri: str | None) -> str | None:
+    """The password inside `uri`, decoded, or None (so the redactor learns it)."""
+    if not uri:
+        return None
+    try:
+        return urlsplit(uri).password
+    except ValueError:
+        return None
 
 
 class RedactingFormatter(logging.Formatter):

@@ -11,7 +11,7 @@ import contextlib
 import gc
 import logging
 import signal
-from collections.abc import Generator, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Generator, Iterable, Mapping
 from typing import Any
 
 import uvicorn
@@ -19,7 +19,7 @@ from pydantic import BaseModel, SecretStr
 
 from driftloop_common.app import ReadyCheck, create_app
 from driftloop_common.kafka import create_topics, make_consumer, make_producer
-from driftloop_common.logs import configure_logging, redact
+from driftloop_common.logs import configure_logging, redact, uri_password
 from driftloop_common.metrics import LoopMetrics
 from driftloop_common.service import Decoder, Handler, RetryPolicy, ServiceLoop
 from driftloop_common.settings import ServiceSettings
@@ -78,11 +78,17 @@ async def serve(
     handle: Handler[Any],
     ready_checks: Mapping[str, ReadyCheck] | None = None,
     metrics: LoopMetrics | None = None,
+    on_start: Callable[[], Awaitable[None]] | None = None,
     **hooks: Any,
 ) -> None:
-    """Run the loop and the HTTP app until SIGTERM/SIGINT or until the loop fails."""
+    """Run the loop and the HTTP app until SIGTERM/SIGINT or until the loop fails.
+
+    `on_start` runs once logging and redaction are in place, before the loop consumes
+    anything (the drift-monitor replays its history there)."""
     topics = list(topics)
     redact(*all_secrets(settings))
+    if on_start is not None:
+        await on_start()
     await create_topics(settings.kafka, [*topics, *(dlq(t) for t in topics)], with_dlq=False)
     loop = build_loop(
         settings, topics=topics, decode=decode, handle=handle, metrics=metrics, **hooks
@@ -139,7 +145,8 @@ async def serve(
 
 
 def all_secrets(model: BaseModel) -> list[str]:
-    """Every `SecretStr` value anywhere in the settings, for the log redactor."""
+    """Every `SecretStr` value anywhere in the settings, and every password written inside
+    a URI setting (`http://user:pw@mlflow:5000`), for the log redactor."""
     found: list[str] = []
     for name in type(model).model_fields:
         value = getattr(model, name)
@@ -147,6 +154,8 @@ def all_secrets(model: BaseModel) -> list[str]:
             found.append(value.get_secret_value())
         elif isinstance(value, BaseModel):
             found += all_secrets(value)
+        elif isinstance(value, str) and (password := uri_password(value)):
+            found.append(password)
     return found
 
 

@@ -22,7 +22,7 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Generic, Protocol, TypeVar
@@ -70,9 +70,23 @@ Decoder = Callable[[Record], T]
 Handler = Callable[[T], Awaitable[Sequence[Event]]]
 """Handles one decoded message; returns the events to publish (each to its own topic)."""
 
-Flush = Callable[[], Awaitable[Sequence[Event]]]
+@dataclass(frozen=True)
+class DeadLetter:
+    """Work a flush gives up on that is not one record: a conversation built from many
+    pieces. It goes to `dlq(topic)` with the reason and every source offset in its headers,
+    and the loop moves on (the rest of the flush is published as usual)."""
+
+    topic: str  # the source topic
+    offsets: Mapping[int, Sequence[int]]  # partition → offsets of the records it came from
+    value: bytes  # what a person needs to look at or replay it
+    key: bytes | None
+    error: PermanentError
+
+
+Flush = Callable[[], Awaitable[Sequence["Event | DeadLetter"]]]
 """Called after every poll (also when idle): for services that batch or wait for time to
-pass (the collector embeds completed conversations in batches). Returns events to publish."""
+pass (the collector embeds completed conversations in batches). Returns events to publish
+and `DeadLetter`s for the items of the batch that can never be published."""
 
 FlushDueIn = Callable[[], "float | None"]
 """Seconds until something the service buffers falls due (None: nothing waits on time):
