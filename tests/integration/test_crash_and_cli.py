@@ -66,6 +66,50 @@ async def test_crash_after_producing_before_committing_redelivers_and_keeps_one_
         await consumer.stop()
 
 
+async def test_an_input_that_kills_the_process_is_dead_lettered_after_two_deaths(
+    kafka_bootstrap: str, fresh_name, tmp_path: Path
+) -> None:
+    """kill -9 inside the handler, twice: the count lives in Kafka (the committed offset's
+    metadata), so the third process dead-letters the input instead of dying again."""
+    source, out, group = fresh_name("in"), fresh_name("out"), fresh_name("g")
+    await make_topics(kafka_bootstrap, source, out, f"{source}.dlq", partitions=1)
+    fine, poison, last = (
+        request(1, "en-us"),
+        _noted(request(2, "en-us"), "poison"),
+        _noted(request(3, "en-us"), "last"),
+    )
+    await produce(kafka_bootstrap, source, [fine, poison, last])
+    worker = [
+        sys.executable,
+        "-m",
+        "tests.integration.crash_worker",
+        *(kafka_bootstrap, source, out, group, str(tmp_path)),
+        "--die-on-poison",
+    ]
+    for _ in range(2):
+        died = await asyncio.to_thread(_run, worker)
+        assert died.returncode == -signal.SIGKILL, died.stderr[-2000:]
+    survived = await asyncio.to_thread(_run, worker)
+    assert survived.returncode == 0, survived.stderr[-2000:]
+
+    calls = (tmp_path / "calls.log").read_text().split()
+    ids = [str(e.event_id) for e in (fine, poison, last)]
+    assert calls == [ids[0], ids[1], ids[1], ids[2]]  # the poison twice, then never again
+    (dead,) = await read_all(kafka_bootstrap, f"{source}.dlq", expect=1)
+    headers = {k: v.decode() for k, v in dead.headers}
+    assert headers["dlq.reason_code"] == "handler_failed"
+    assert headers["dlq.source_offset"] == "1" and headers["dlq.failures"] == "2"
+    assert json.loads(dead.value)["event_id"] == ids[1]
+    outputs = await read_all(kafka_bootstrap, out, expect=2)
+    assert sorted(json.loads(r.value)["correlation_id"] for r in outputs) == sorted(
+        [str(fine.correlation_id), str(last.correlation_id)]
+    )
+
+
+def _noted(event, note: str):
+    return event.model_copy(update={"payload": event.payload.model_copy(update={"note": note})})
+
+
 async def _latest_offsets(bootstrap: str, topic: str) -> AIOKafkaConsumer:
     consumer = AIOKafkaConsumer(
         topic, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="latest"

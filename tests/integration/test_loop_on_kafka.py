@@ -12,8 +12,10 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from driftloop_common import topics
 from driftloop_common.events import Event, decode_event
+from driftloop_common.kafka import make_consumer
 from driftloop_common.local_kafka import LocalKafka
 from driftloop_common.service import LOG_APPEND_TIME, RetryPolicy
+from driftloop_common.settings import KafkaSettings
 from tests.integration.helpers import (
     audit_of,
     make_topics,
@@ -59,6 +61,49 @@ async def test_malformed_message_lands_in_dlq_with_reason_and_next_good_one_is_h
     assert "payload: Input should be an object" in headers["dlq.reason"]
     assert "producer: Field required" in headers["dlq.reason"]
     assert headers["dlq.source_topic"] == source and headers["dlq.source_offset"] == "0"
+
+
+async def test_a_handler_bug_on_one_input_dead_letters_it_and_the_next_is_handled(
+    kafka_bootstrap: str, fresh_name
+) -> None:
+    source, out, group = fresh_name("in"), fresh_name("out"), fresh_name("g")
+    await make_topics(kafka_bootstrap, source, out, f"{source}.dlq", partitions=1)
+    poison, good = request(1, "en-us"), request(2, "en-us")
+    await produce(kafka_bootstrap, source, [poison, good])
+
+    async def handle(event: Event) -> list[Event]:
+        if event.event_id == poison.event_id:
+            raise OverflowError("date value out of range")
+        return audit_of(event)
+
+    loop = real_loop(
+        kafka_bootstrap,
+        topics=[source],
+        group=group,
+        handle=handle,
+        out_topic=out,
+        retry=RetryPolicy(attempts=3, initial_backoff_s=0.05, max_backoff_s=0.1, max_failures=3),
+    )
+    async with running(loop):
+        (dead,) = await read_all(kafka_bootstrap, f"{source}.dlq", expect=1)
+        (output,) = await read_all(kafka_bootstrap, out, expect=1)
+        await wait_for(lambda: loop._committed.get(TopicPartition(source, 0)) == 2, what="commit")
+    headers = {k: v.decode() for k, v in dead.headers}
+    assert headers["dlq.reason_code"] == "handler_failed"
+    assert headers["dlq.exception_type"] == "OverflowError"
+    assert "date value out of range" in headers["dlq.reason"]
+    assert decode_event(output.value).correlation_id == good.correlation_id
+    # The failure count lived in the committed offset's metadata; the final commit cleared it.
+    consumer = make_consumer(
+        KafkaSettings(bootstrap_servers=kafka_bootstrap), group_id=group, client_id="check"
+    )
+    await consumer.start()
+    try:
+        assert await consumer.committed_metadata([TopicPartition(source, 0)]) == {
+            TopicPartition(source, 0): (2, "")
+        }
+    finally:
+        await consumer.stop()
 
 
 async def test_two_consumers_share_partitions_and_a_rebalance_loses_nothing(

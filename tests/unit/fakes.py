@@ -29,6 +29,7 @@ class FakeConsumer:
         self.journal = journal
         self.batches = list(batches)
         self.committed: dict[TopicPartition, int] = {}
+        self.metadata: dict[TopicPartition, str] = {}  # what Kafka keeps with each offset
         self._assignment: set[TopicPartition] = set()
         self.on_empty: Any = None  # called when no batches are left (e.g. loop.stop)
         self.poll_timeouts_ms: list[int] = []
@@ -55,9 +56,19 @@ class FakeConsumer:
             batch.setdefault(TopicPartition(record.topic, record.partition), []).append(record)
         return batch
 
-    async def commit(self, offsets: dict[TopicPartition, int]) -> None:
+    async def commit(self, offsets: dict[TopicPartition, Any]) -> None:
+        """Like aiokafka: `{tp: offset}` or `{tp: (offset, metadata)}`; a plain offset
+        commits empty metadata."""
         self.journal.append(("commit", dict(offsets)))
-        self.committed.update(offsets)
+        for tp, value in offsets.items():
+            offset, metadata = value if isinstance(value, tuple) else (value, "")
+            self.committed[tp] = offset
+            self.metadata[tp] = metadata
+
+    async def committed_metadata(self, partitions: Any) -> dict[TopicPartition, tuple[int, str]]:
+        return {
+            tp: (self.committed[tp], self.metadata[tp]) for tp in partitions if tp in self.committed
+        }
 
     def assignment(self) -> set[TopicPartition]:
         return set(self._assignment)

@@ -368,3 +368,225 @@ async def test_a_revoke_mid_batch_stops_handling_that_partition() -> None:
     assert handled == ["0"]  # the rest belongs to the new owner now
     commits = [entry[1] for entry in journal if entry[0] == "commit"]
     assert commits == [{TP: 1}]  # committed by the revoke, after the record finished
+
+
+# ---------------------------------------------------------------- poison inputs
+
+
+class ProcessDied(BaseException):
+    """Stands in for a kill -9 in the middle of a handler: nothing after it runs."""
+
+
+def loop_over(consumer: FakeConsumer, handle, *, max_failures=3, track_in_flight=False):
+    """A fresh loop (a new process) over the same consumer group state."""
+    journal: list = consumer.journal
+    producer = FakeProducer(journal)
+    loop = ServiceLoop(
+        service="test",
+        topics=[TOPIC],
+        decode=lambda r: decode_event(r.value),
+        handle=handle,
+        consumer=consumer,
+        producer=producer,
+        retry=RetryPolicy(
+            attempts=3, initial_backoff_s=0.001, max_backoff_s=0.001, max_failures=max_failures
+        ),
+        track_in_flight=track_in_flight,
+    )
+    consumer.on_empty = loop.stop
+    return loop, producer
+
+
+def redeliver(consumer: FakeConsumer, records: list[FakeRecord]) -> None:
+    """What Kafka does for the next process: deliver from the committed offset."""
+    start = consumer.committed.get(TP, 0)
+    consumer.batches = [[r for r in records if r.offset >= start]]
+    del consumer._joined  # the new process joins the group again
+
+
+async def test_a_handler_bug_on_one_input_dead_letters_it_and_the_loop_moves_on() -> None:
+    calls: list[str] = []
+
+    async def year_one_overflows(event: Event) -> list[Event]:
+        calls.append(event.payload.note)
+        if event.payload.note == "year 1":
+            raise OverflowError("date value out of range")
+        return await audit(event)
+
+    records = [record(0, request("year 1").to_bytes()), record(1, request("fine").to_bytes())]
+    loop, consumer, producer, _ = make_loop([records], handle=year_one_overflows)
+    loop.retry = RetryPolicy(attempts=3, initial_backoff_s=0.001, max_backoff_s=0.001)
+    await loop.run()  # no exception: the process does not crash-loop
+    assert calls == ["year 1"] * 5 + ["fine"]  # the default: 5 failures, then the DLQ
+    ((dlq_topic, value, _, headers), (out, *_)) = producer.sent
+    assert (dlq_topic, out) == (f"{TOPIC}.dlq", "audit")
+    assert value == records[0].value
+    h = dict(headers)
+    assert h["dlq.reason_code"] == b"handler_failed"
+    assert h["dlq.exception_type"] == b"OverflowError"
+    assert h["dlq.failures"] == b"5"
+    assert b"date value out of range" in h["dlq.reason"]
+    assert consumer.committed[TP] == 2 and consumer.metadata[TP] == ""  # note cleared
+
+
+async def test_failures_noted_in_kafka_outlive_the_process() -> None:
+    failures_before_death = 2
+    calls = []
+
+    async def fails_then_dies(event: Event) -> list[Event]:
+        calls.append(event.payload.note)
+        if event.payload.note == "poison":
+            if len(calls) % (failures_before_death + 1) == 0:
+                raise ProcessDied
+            raise ValueError("bad input")
+        return await audit(event)
+
+    records = [record(0, request("poison").to_bytes()), record(1, request("fine").to_bytes())]
+    consumer = FakeConsumer([], [records])
+    loop, _ = loop_over(consumer, fails_then_dies, max_failures=4)
+    with pytest.raises(ProcessDied):
+        await loop.run()
+    assert consumer.committed[TP] == 0  # nothing past the poison
+    assert '"failures": 2' in consumer.metadata[TP]
+    redeliver(consumer, records)
+    loop, producer = loop_over(consumer, fails_then_dies, max_failures=4)
+    await loop.run()
+    # Two more failures reach four in all: this process dead-letters it, does not die.
+    assert calls == ["poison"] * 3 + ["poison"] * 2 + ["fine"]
+    assert [s[0] for s in producer.sent] == [f"{TOPIC}.dlq", "audit"]
+    assert dict(producer.sent[0][3])["dlq.failures"] == b"4"
+    assert consumer.committed[TP] == 2
+
+
+async def test_an_input_that_kills_the_process_is_dead_lettered_after_max_failures() -> None:
+    calls = []
+
+    async def kills(event: Event) -> list[Event]:
+        calls.append(event.payload.note)
+        if event.payload.note == "oom":
+            raise ProcessDied  # an OOM kill: no exception handler ever sees it
+        return await audit(event)
+
+    records = [
+        record(0, request("fine").to_bytes()),
+        record(1, request("oom").to_bytes()),
+        record(2, request("after").to_bytes()),
+    ]
+    consumer = FakeConsumer([], [records])
+    for _ in range(3):
+        loop, _ = loop_over(consumer, kills, track_in_flight=True)
+        with pytest.raises(ProcessDied):
+            await loop.run()
+        redeliver(consumer, records)
+    assert consumer.committed[TP] == 1  # the first record's progress was kept
+    loop, producer = loop_over(consumer, kills, track_in_flight=True)
+    await loop.run()
+    assert calls == ["fine", "oom", "oom", "oom", "after"]
+    assert [s[0] for s in producer.sent] == [f"{TOPIC}.dlq", "audit"]
+    headers = dict(producer.sent[0][3])
+    assert headers["dlq.reason_code"] == b"handler_failed"
+    assert headers["dlq.source_offset"] == b"1"
+    assert consumer.committed[TP] == 3 and consumer.metadata[TP] == ""
+
+
+async def test_a_retryable_error_is_not_counted_as_the_inputs_fault() -> None:
+    async def mlflow_down(event: Event) -> list[Event]:
+        raise RetryableError("MLflow is down")
+
+    records = [record(0, request("fine").to_bytes())]
+    consumer = FakeConsumer([], [records])
+    for _ in range(4):  # more restarts than max_failures
+        loop, producer = loop_over(consumer, mlflow_down, max_failures=2)
+        with pytest.raises(RetryableError):
+            await loop.run()
+        redeliver(consumer, records)
+        assert producer.sent == []  # never dead-lettered: the outage is not the input's fault
+    assert TP not in consumer.committed
+
+
+async def test_a_handler_that_recovers_clears_its_note() -> None:
+    calls = []
+
+    async def fails_once(event: Event) -> list[Event]:
+        calls.append(1)
+        if len(calls) == 1:
+            raise KeyError("flaky")
+        return await audit(event)
+
+    loop, consumer, producer, _ = make_loop([[record(0, request().to_bytes())]], handle=fails_once)
+    await loop.run()
+    assert [s[0] for s in producer.sent] == ["audit"]
+    assert consumer.committed[TP] == 1 and consumer.metadata[TP] == ""
+
+
+@pytest.mark.parametrize(
+    ("error", "dead_lettered"),
+    [
+        ("MessageSizeTooLargeError", True),
+        ("RecordTooLargeError", True),
+        ("TopicAuthorizationFailedError", False),
+        ("KafkaTimeoutError", False),
+        ("ProducerFenced", False),
+        ("OutOfOrderSequenceNumber", False),
+    ],
+)
+async def test_only_errors_about_the_record_itself_dead_letter_valid_input(
+    error: str, dead_lettered: bool
+) -> None:
+    import aiokafka.errors
+
+    loop, consumer, producer, _ = make_loop([[record(0, request().to_bytes())]])
+    original_send = producer.send
+
+    async def refuse_outputs(topic, value, key=None, headers=None):
+        if topic == "audit":
+            future = asyncio.get_running_loop().create_future()
+            future.set_exception(getattr(aiokafka.errors, error)())
+            return future
+        return await original_send(topic, value, key=key, headers=headers)
+
+    producer.send = refuse_outputs
+    if dead_lettered:
+        await loop.run()
+        assert [s[0] for s in producer.sent] == [f"{TOPIC}.dlq"]
+        assert dict(producer.sent[0][3])["dlq.reason_code"] == b"unpublishable"
+        assert consumer.committed[TP] == 1
+    else:
+        with pytest.raises(RetryableError, match=error):
+            await loop.run()
+        assert producer.sent == []  # valid input is never dead-lettered for the cluster's fault
+        assert TP not in consumer.committed
+
+
+async def test_a_flush_dead_letters_one_item_and_publishes_the_rest() -> None:
+    from driftloop_common.service import DeadLetter
+
+    loop, consumer, producer, _ = make_loop(
+        [[record(0, request("a").to_bytes()), record(1, request("b").to_bytes())]]
+    )
+    buffered: list[Event] = []
+
+    async def buffer(event: Event) -> list[Event]:
+        buffered.append(event)
+        return []
+
+    async def flush() -> list:
+        out: list = []
+        for offset, event in enumerate(buffered):
+            if event.payload.note == "a":
+                error = PermanentError("text cannot be stored", code="unencodable_text")
+                out.append(DeadLetter(TOPIC, {0: [offset]}, b'{"id": "a"}', b"k", error))
+            else:
+                out += await audit(event)
+        buffered.clear()
+        return out
+
+    loop.handle, loop.flush = buffer, flush
+    await loop.run()
+    assert [s[0] for s in producer.sent] == [f"{TOPIC}.dlq", "audit"]
+    _, value, key, headers = producer.sent[0]
+    h = dict(headers)
+    assert (value, key) == (b'{"id": "a"}', b"k")
+    assert h["dlq.reason_code"] == b"unencodable_text"
+    assert json.loads(h["dlq.source_offsets"]) == {"0": [0]}
+    assert consumer.committed[TP] == 2

@@ -26,8 +26,17 @@ def create_app(
     heartbeat_max_age_s: float = 30.0,
     ready_checks: Mapping[str, ReadyCheck] | None = None,
     version: str = "0.1.0",
+    docs: bool = False,
 ) -> FastAPI:
-    app = FastAPI(title=f"driftloop {service}", version=version)
+    """The app; `docs` serves FastAPI's `/docs`, `/redoc` and `/openapi.json` (off by
+    default: they describe every route to whoever can reach the port)."""
+    app = FastAPI(
+        title=f"driftloop {service}",
+        version=version,
+        docs_url="/docs" if docs else None,
+        redoc_url="/redoc" if docs else None,
+        openapi_url="/openapi.json" if docs else None,
+    )
     extra_checks = dict(ready_checks or {})
 
     @app.get("/healthz", summary="Liveness: the service loop is polling Kafka")

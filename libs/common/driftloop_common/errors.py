@@ -4,7 +4,8 @@
      ├── RetryableError      the same input may succeed later (broker down, 5xx, timeout):
      │                       do not commit the offset; retry, then crash so Kafka redelivers
      ├── PermanentError      this input will never succeed: send it to `<topic>.dlq`, move on
-     │    └── InvalidEventError   the bytes are not a valid event of the expected type
+     │    ├── InvalidEventError   the bytes are not a valid event of the expected type
+     │    └── HandlerFailedError  its handler failed `max_failures` times with a bug
      └── ConfigError         the service is misconfigured: fail fast at start-up
 
 Library errors (aiokafka, MLflow, httpx) are translated at the adapter with
@@ -41,6 +42,18 @@ class InvalidEventError(PermanentError):
     """The message could not be decoded or validated as the expected event."""
 
     code = "invalid_event"
+
+
+class HandlerFailedError(PermanentError):
+    """A handler raised an unexpected exception (not one of ours) on the same input too many
+    times: a bug this input triggers. The loop dead-letters the input instead of crash-looping."""
+
+    code = "handler_failed"
+
+    def __init__(self, message: str, *, exception_type: str, failures: int) -> None:
+        super().__init__(message)
+        self.exception_type = exception_type
+        self.failures = failures
 
 
 class ConfigError(DriftloopError):

@@ -9,13 +9,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
 
 from driftloop_common.errors import ConfigError, RetryableError
 from driftloop_common.settings import KafkaSettings
-from driftloop_common.topics import ALL_TOPICS, TOPIC_CONFIGS, dlq
+from driftloop_common.topics import ALL_TOPICS, DLQ_SUFFIX, TOPIC_CONFIGS, dlq
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +39,25 @@ def make_producer(settings: KafkaSettings, *, client_id: str) -> AIOKafkaProduce
     )
 
 
+class Consumer(AIOKafkaConsumer):
+    """aiokafka's consumer, plus the committed offsets' metadata (where the loop keeps a
+    record's failed attempts, so that the count outlives the process)."""
+
+    async def committed_metadata(
+        self, partitions: Iterable[TopicPartition]
+    ) -> dict[TopicPartition, tuple[int, str]]:
+        """`{tp: (offset, metadata)}` for the partitions this group has committed.
+
+        aiokafka's public `committed()` drops the metadata; its coordinator has both (the
+        same call `committed()` makes)."""
+        found = await self._coordinator.fetch_committed_offsets(list(partitions))
+        return {
+            tp: (meta.offset, meta.metadata or "")
+            for tp, meta in found.items()
+            if meta is not None and meta.offset >= 0
+        }
+
+
 def make_consumer(
     settings: KafkaSettings,
     *,
@@ -46,17 +65,36 @@ def make_consumer(
     client_id: str,
     auto_offset_reset: str = "earliest",
     max_poll_interval_ms: int = 300_000,
-) -> AIOKafkaConsumer:
-    """A consumer with manual commits; subscribe it with a rebalance listener."""
-    return AIOKafkaConsumer(
+    group_instance_id: str | None = None,
+) -> Consumer:
+    """A consumer with manual commits; subscribe it with a rebalance listener.
+
+    A rebalance waits as long as a poll may take (`rebalance_timeout_ms` =
+    `max_poll_interval_ms`): aiokafka's default is the 10 s session timeout, so a member whose
+    revoke listener waits for a training of minutes was thrown out and another member ran
+    the same request. `group_instance_id` (e.g. the pod name) makes the membership static:
+    a restarted pod gets its partitions back without a rebalance."""
+    return Consumer(
         client_id=f"{settings.client_id_prefix}-{client_id}",
         group_id=group_id,
+        group_instance_id=group_instance_id,
         enable_auto_commit=False,
         auto_offset_reset=auto_offset_reset,
         isolation_level="read_committed",
         max_poll_interval_ms=max_poll_interval_ms,
+        rebalance_timeout_ms=max_poll_interval_ms,
         **settings.client_kwargs(),
     )
+
+
+DLQ_RETENTION_MS = 7 * 24 * 3600 * 1000
+
+
+def topic_configs(name: str, dlq_retention_ms: int = DLQ_RETENTION_MS) -> dict[str, str] | None:
+    """The settings a new topic is created with."""
+    if name.endswith(DLQ_SUFFIX):
+        return {"retention.ms": str(dlq_retention_ms)}
+    return TOPIC_CONFIGS.get(name)
 
 
 async def create_topics(
@@ -66,8 +104,12 @@ async def create_topics(
     partitions: int = 3,
     replication_factor: int = 1,
     with_dlq: bool = True,
+    dlq_retention_ms: int = DLQ_RETENTION_MS,
 ) -> list[str]:
-    """Create topics (and their `.dlq` twins) that do not exist yet; return those created."""
+    """Create topics (and their `.dlq` twins) that do not exist yet; return those created.
+
+    Dead-letter topics keep whole transcripts (personal data): they are created with
+    `retention.ms = dlq_retention_ms` (7 days unless the service's settings say otherwise)."""
     wanted = list(names) if names is not None else list(ALL_TOPICS)
     if with_dlq:
         wanted += [dlq(name) for name in wanted if not name.endswith(".dlq")]
@@ -85,7 +127,7 @@ async def create_topics(
                         name,
                         partitions,
                         replication_factor,
-                        topic_configs=TOPIC_CONFIGS.get(name),
+                        topic_configs=topic_configs(name, dlq_retention_ms),
                     )
                     for name in missing
                 ]

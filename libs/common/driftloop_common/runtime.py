@@ -58,12 +58,16 @@ def build_loop(
             client_id=name,
             auto_offset_reset=settings.auto_offset_reset,
             max_poll_interval_ms=settings.max_poll_interval_ms,
+            group_instance_id=settings.group_instance_id,
         ),
         producer=make_producer(settings.kafka, client_id=name),
         metrics=metrics or LoopMetrics(name),
         retry=RetryPolicy(
-            attempts=settings.retry_attempts, max_backoff_s=settings.retry_max_backoff_s
+            attempts=settings.retry_attempts,
+            max_backoff_s=settings.retry_max_backoff_s,
+            max_failures=settings.max_handler_failures,
         ),
+        track_in_flight=settings.track_in_flight,
         poll_timeout_ms=settings.poll_timeout_ms,
         max_batch_records=settings.max_batch_records,
         **hooks,
@@ -89,7 +93,12 @@ async def serve(
     redact(*all_secrets(settings))
     if on_start is not None:
         await on_start()
-    await create_topics(settings.kafka, [*topics, *(dlq(t) for t in topics)], with_dlq=False)
+    await create_topics(
+        settings.kafka,
+        [*topics, *(dlq(t) for t in topics)],
+        with_dlq=False,
+        dlq_retention_ms=int(settings.dlq_retention_hours * 3600 * 1000),
+    )
     loop = build_loop(
         settings, topics=topics, decode=decode, handle=handle, metrics=metrics, **hooks
     )
@@ -99,6 +108,7 @@ async def serve(
         registry=loop.metrics.registry,
         heartbeat_max_age_s=settings.heartbeat_max_age_s,
         ready_checks=ready_checks,
+        docs=settings.http_docs,
     )
     server = _Server(
         uvicorn.Config(

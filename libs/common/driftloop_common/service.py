@@ -8,17 +8,28 @@
         mark offset+1 as handled
     commit the handled offsets               # never an offset whose message is not done
 
-A `RetryableError` (or any unexpected exception) from `handle` or from producing is
-retried with backoff; if it persists the loop commits what was fully handled and
-re-raises, so the process exits and Kafka redelivers the message to the next one.
-A `PermanentError` sends the message to the DLQ. SIGTERM (`stop()`) finishes the
-current message, commits and returns.
+What goes wrong, and what the loop does:
+
+    PermanentError          the input will never do: to the DLQ with its reason, go on
+    RetryableError          an outage (broker, MLflow down): retried with backoff; if it
+                            persists the loop commits what was handled and re-raises, the
+                            process exits and Kafka redelivers the message to the next one
+    any other exception     a bug this input triggers: retried, counted; after
+                            `max_failures` failed attempts the message goes to the DLQ
+                            (`handler_failed`, with the exception) and the loop goes on
+
+The failure count is written into the committed offset's metadata (Kafka keeps it with the
+group), so it outlives the process: a crash-looping service still gets there. With
+`track_in_flight` the loop also notes each record before handling it, so one that kills the
+process (OOM, a native crash) counts too. SIGTERM (`stop()`) finishes the current message,
+commits and returns.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import math
 import time
@@ -28,7 +39,16 @@ from datetime import UTC, datetime
 from typing import Any, Generic, Protocol, TypeVar
 
 from aiokafka import ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
+from aiokafka.errors import (
+    CommitFailedError,
+    CorruptRecordException,
+    IllegalStateError,
+    InvalidMessageError,
+    KafkaError,
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+    RecordTooLargeError,
+)
 from tenacity import (
     AsyncRetrying,
     retry_if_exception_type,
@@ -37,7 +57,12 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from driftloop_common.errors import PermanentError, RetryableError
+from driftloop_common.errors import (
+    DriftloopError,
+    HandlerFailedError,
+    PermanentError,
+    RetryableError,
+)
 from driftloop_common.events import Event
 from driftloop_common.metrics import LoopMetrics
 from driftloop_common.topics import dlq
@@ -69,6 +94,7 @@ Decoder = Callable[[Record], T]
 
 Handler = Callable[[T], Awaitable[Sequence[Event]]]
 """Handles one decoded message; returns the events to publish (each to its own topic)."""
+
 
 @dataclass(frozen=True)
 class DeadLetter:
@@ -105,9 +131,61 @@ OnRevoked = Callable[[set[TopicPartition]], Awaitable[None]]
 
 @dataclass(frozen=True)
 class RetryPolicy:
+    """`attempts`: tries of an operation that raised `RetryableError` before the process gives
+    up (Kafka redelivers); `max_failures`: failed attempts of a handler with an unexpected
+    error before its message is dead-lettered (counted across restarts)."""
+
     attempts: int = 5
     initial_backoff_s: float = 0.5
     max_backoff_s: float = 30.0
+    max_failures: int = 5
+
+    def backoff(self, failures: int) -> float:
+        return min(self.initial_backoff_s * 2 ** max(failures - 1, 0), self.max_backoff_s)
+
+
+@dataclass(frozen=True)
+class Attempts:
+    """What the committed offset's metadata says about the record at `offset`: how often
+    its handler failed, and whether a process was handling it when it last wrote."""
+
+    offset: int
+    failures: int
+    in_flight: bool = False
+    error: str = ""
+
+    MAX_ERROR_CHARS = 300  # Kafka keeps at most 4096 bytes of metadata by default
+
+    def to_metadata(self) -> str:
+        return json.dumps(
+            {
+                "driftloop.attempts": 1,
+                "offset": self.offset,
+                "failures": self.failures,
+                "in_flight": self.in_flight,
+                "error": self.error[: self.MAX_ERROR_CHARS],
+            }
+        )
+
+    @classmethod
+    def from_metadata(cls, metadata: str) -> Attempts | None:
+        """None for empty or foreign metadata (another tool may commit for the group)."""
+        try:
+            data = json.loads(metadata) if metadata else None
+            if not isinstance(data, dict) or data.get("driftloop.attempts") != 1:
+                return None
+            return cls(
+                offset=int(data["offset"]),
+                failures=int(data["failures"]),
+                in_flight=bool(data.get("in_flight", False)),
+                error=str(data.get("error", "")),
+            )
+        except (ValueError, KeyError, TypeError):
+            return None
+
+    def failures_so_far(self) -> int:
+        """An attempt noted in flight and never finished: the process died during it."""
+        return self.failures + (1 if self.in_flight else 0)
 
 
 @dataclass
@@ -139,14 +217,40 @@ def dlq_headers(record: Record, error: PermanentError, service: str) -> list[tup
     """Why a message was dead-lettered and where it came from, next to its original bytes."""
     return [
         *[(k, v) for k, v in (record.headers or ()) if not k.startswith("dlq.")],
-        ("dlq.reason", short_reason(error).encode()),
-        ("dlq.reason_code", error.code.encode()),
+        *_why(error, service),
         ("dlq.source_topic", record.topic.encode()),
         ("dlq.source_partition", str(record.partition).encode()),
         ("dlq.source_offset", str(record.offset).encode()),
+    ]
+
+
+def dead_letter_headers(letter: DeadLetter, service: str) -> list[tuple[str, bytes]]:
+    """The headers of a flush's dead letter: its first source record, and all of them."""
+    partition = min(letter.offsets, default=-1)
+    first = min(letter.offsets[partition], default=-1) if letter.offsets else -1
+    offsets = {str(p): sorted(o) for p, o in sorted(letter.offsets.items())}
+    return [
+        *_why(letter.error, service),
+        ("dlq.source_topic", letter.topic.encode()),
+        ("dlq.source_partition", str(partition).encode()),
+        ("dlq.source_offset", str(first).encode()),
+        ("dlq.source_offsets", json.dumps(offsets, separators=(",", ":")).encode()),
+    ]
+
+
+def _why(error: PermanentError, service: str) -> list[tuple[str, bytes]]:
+    headers = [
+        ("dlq.reason", short_reason(error).encode()),
+        ("dlq.reason_code", error.code.encode()),
         ("dlq.service", service.encode()),
         ("dlq.failed_at", datetime.now(UTC).isoformat().encode()),
     ]
+    if isinstance(error, HandlerFailedError):
+        headers += [
+            ("dlq.exception_type", error.exception_type.encode()),
+            ("dlq.failures", str(error.failures).encode()),
+        ]
+    return headers
 
 
 class ServiceLoop(Generic[T]):
@@ -172,6 +276,7 @@ class ServiceLoop(Generic[T]):
         on_assigned: OnAssigned | None = None,
         on_revoked: OnRevoked | None = None,
         busy_heartbeat_s: float | None = None,
+        track_in_flight: bool = False,
     ) -> None:
         self.service = service
         self.topics = list(topics)
@@ -192,12 +297,19 @@ class ServiceLoop(Generic[T]):
         # Long handlers (a training of minutes) keep beating while they work, so /healthz
         # tells a busy service from a stuck poll loop.
         self.busy_heartbeat_s = busy_heartbeat_s
+        self.track_in_flight = track_in_flight
         self.state = LoopState()
         self._handled: dict[TopicPartition, int] = {}  # offset after the last handled record
         self._committed: dict[TopicPartition, int] = {}
         self._position: dict[TopicPartition, int] = {}  # next offset to handle (for the lag)
         self._live: set[TopicPartition] = set()  # owned now; a revoke empties it at once
         self._floors: dict[TopicPartition, int | None] | None = None  # frozen during a flush
+        # Failed attempts of a partition's next record, as read from (or written to) the
+        # committed offset's metadata; partitions whose metadata was not read yet; and those
+        # whose committed metadata holds a note that the next commit must clear.
+        self._attempts: dict[TopicPartition, Attempts] = {}
+        self._unread: set[TopicPartition] = set()
+        self._noted: set[TopicPartition] = set()
         self._processing = asyncio.Lock()  # a revoke waits for the in-flight record
         self._stop = asyncio.Event()
 
@@ -238,6 +350,8 @@ class ServiceLoop(Generic[T]):
                     async with self._processing:
                         if tp not in self._live:
                             break  # revoked mid-batch: the new owner handles the rest
+                        if tp in self._unread:
+                            await self._read_attempts(tp)
                         await self._process(tp, record)
                     self._beat()
             if self.flush is not None:
@@ -254,12 +368,26 @@ class ServiceLoop(Generic[T]):
         return min(self.poll_timeout_ms, max(0, math.ceil(due_in * 1000)))
 
     async def _flush(self, flush: Flush) -> None:
-        """Publish what the service buffered. The commit floors are frozen first: if the
-        publish fails, the buffered messages' offsets must stay uncommitted."""
+        """Publish what the service buffered, dead letters first. The commit floors are
+        frozen first: if the publish fails, the buffered messages' offsets must stay
+        uncommitted."""
         if self.commit_floor is not None:
             self._floors = {tp: self.commit_floor(tp) for tp in self._handled}
         outputs = await self._with_retries(flush, {"flush": True})
-        await self._with_retries(lambda: self._publish(outputs), {"flush": True})
+        letters = [o for o in outputs if isinstance(o, DeadLetter)]
+        events = [o for o in outputs if not isinstance(o, DeadLetter)]
+        for letter in letters:
+            context = {
+                "topic": letter.topic,
+                "offsets": {p: list(o) for p, o in letter.offsets.items()},
+            }
+            log.warning(
+                "dead-lettering: %s",
+                short_reason(letter.error),
+                extra={**context, "reason": letter.error.code},
+            )
+            await self._with_retries(lambda letter=letter: self._send_dead_letter(letter), context)
+        await self._with_retries(lambda: self._publish(events), {"flush": True})
         self._floors = None
 
     # ------------------------------------------------------------ one record
@@ -271,8 +399,7 @@ class ServiceLoop(Generic[T]):
             value = self.decode(record)
             if isinstance(value, Event):
                 context["event_id"] = str(value.event_id)
-            async with self._beating():
-                outputs = await self._with_retries(lambda: self.handle(value), context)
+            outputs = await self._handle(tp, record, value, context)
             await self._with_retries(lambda: self._publish(outputs), context)
             status = "ok"
         except PermanentError as exc:
@@ -283,13 +410,104 @@ class ServiceLoop(Generic[T]):
             )
             await self._with_retries(lambda: self._dead_letter(record, error), context)
             status = "dlq"
+        noted = self._attempts.get(tp)
+        if noted is not None and record.offset >= noted.offset:
+            del self._attempts[tp]
+            self._noted.add(tp)  # the next commit clears the note
         self._handled[tp] = self._position[tp] = record.offset + 1
         self.metrics.processed.labels(record.topic, status).inc()
         self.metrics.processing_seconds.labels(record.topic).observe(time.perf_counter() - started)
         log.debug("handled", extra={**context, "status": status})
 
-    async def _with_retries(self, attempt: Callable[[], Awaitable[Any]], context: dict) -> Any:
-        """Retry anything but a `PermanentError`; re-raise the last error when attempts run out.
+    async def _handle(
+        self, tp: TopicPartition, record: Record, value: T, context: dict
+    ) -> Sequence[Event]:
+        """Run the handler: `RetryableError`s are retried (then re-raised, as everywhere);
+        any other exception counts as a failure of this input, noted in Kafka, and the
+        `max_failures`-th turns into a `HandlerFailedError` (the DLQ)."""
+        noted = self._attempts.get(tp)
+        failures = noted.failures_so_far() if noted and noted.offset == record.offset else 0
+        last_error = noted.error if noted and noted.offset == record.offset else ""
+        while True:
+            if failures >= self.retry.max_failures:
+                kind, _, _ = last_error.partition(": ")
+                raise HandlerFailedError(
+                    f"the handler failed {failures} times on this input; last: {last_error}",
+                    exception_type=kind or "unknown",
+                    failures=failures,
+                )
+            if self.track_in_flight:
+                await self._note(tp, Attempts(record.offset, failures, True, last_error))
+            try:
+                async with self._beating():
+                    return await self._with_retries(
+                        lambda: self.handle(value), context, retry_unexpected=False
+                    )
+            except (DriftloopError, KafkaError):
+                raise
+            except Exception as exc:
+                failures += 1
+                last_error = f"{type(exc).__name__}: {short_reason(exc)}"
+                self.metrics.exceptions.labels(type(exc).__name__).inc()
+                log.warning(
+                    "handler failed (%d of %d): %s",
+                    failures,
+                    self.retry.max_failures,
+                    last_error,
+                    exc_info=True,
+                    extra=context,
+                )
+                if failures < self.retry.max_failures:
+                    await self._note(tp, Attempts(record.offset, failures, False, last_error))
+                    await asyncio.sleep(self.retry.backoff(failures))
+                    self._beat()
+
+    async def _read_attempts(self, tp: TopicPartition) -> None:
+        """What an earlier process noted about this partition's next record."""
+
+        async def read() -> dict[TopicPartition, tuple[int, str]]:
+            try:
+                return await self.consumer.committed_metadata([tp])
+            except KafkaError as exc:
+                raise RetryableError(f"reading the committed offset of {tp}: {exc!r}") from exc
+
+        committed = await self._with_retries(read, {"topic": tp.topic, "partition": tp.partition})
+        self._unread.discard(tp)
+        _, metadata = committed.get(tp, (-1, ""))
+        noted = Attempts.from_metadata(metadata)
+        if noted is not None:
+            self._noted.add(tp)
+            self._attempts[tp] = noted
+            log.warning(
+                "partition %s: the record at offset %d failed %d time(s) before%s: %s",
+                tp,
+                noted.offset,
+                noted.failures_so_far(),
+                " (a process died while handling it)" if noted.in_flight else "",
+                noted.error or "no error recorded",
+            )
+
+    async def _note(self, tp: TopicPartition, attempts: Attempts) -> None:
+        """Write `attempts` into the committed offset's metadata. The offset committed with
+        it is the record's own (or the service's floor, if lower): never past anything
+        unhandled."""
+        self._attempts[tp] = attempts
+        if tp not in self._live:
+            return
+        target = attempts.offset
+        floor = self.commit_floor(tp) if self.commit_floor is not None else None
+        if floor is not None:
+            target = min(target, floor)
+        target = max(target, self._committed.get(tp, 0))
+        offsets = {tp: (target, attempts.to_metadata())}
+        await self._with_retries(lambda: self._commit_once(offsets), {"commit": True})
+        self._noted.add(tp)
+
+    async def _with_retries(
+        self, attempt: Callable[[], Awaitable[Any]], context: dict, retry_unexpected: bool = True
+    ) -> Any:
+        """Retry anything but a `PermanentError` (only `RetryableError` and Kafka's errors
+        when not `retry_unexpected`); re-raise the last error when attempts run out.
 
         The first attempt runs bare: building tenacity's machinery for every record cost
         more than the records themselves (see docs/benchmarks.md)."""
@@ -298,6 +516,8 @@ class ServiceLoop(Generic[T]):
         except PermanentError:
             raise
         except Exception as exc:
+            if not retry_unexpected and not isinstance(exc, RetryableError | KafkaError):
+                raise
             if self.retry.attempts <= 1:
                 self.metrics.exceptions.labels(type(exc).__name__).inc()
                 log.error("giving up after 1 attempt: %r", exc, extra=context)
@@ -305,9 +525,11 @@ class ServiceLoop(Generic[T]):
             self.metrics.exceptions.labels(type(exc).__name__).inc()
             log.warning("attempt 1 failed, retrying: %r", exc, extra=context)
         await asyncio.sleep(self.retry.initial_backoff_s)
-        return await self._retry(attempt, context)
+        return await self._retry(attempt, context, retry_unexpected)
 
-    async def _retry(self, attempt: Callable[[], Awaitable[Any]], context: dict) -> Any:
+    async def _retry(
+        self, attempt: Callable[[], Awaitable[Any]], context: dict, retry_unexpected: bool
+    ) -> Any:
         def before_sleep(state: Any) -> None:
             exc = state.outcome.exception()
             self.metrics.exceptions.labels(type(exc).__name__).inc()
@@ -322,7 +544,10 @@ class ServiceLoop(Generic[T]):
                 multiplier=self.retry.initial_backoff_s, max=self.retry.max_backoff_s
             ),
             # Exception only: a cancelled task (BaseException) must stop, not be retried.
-            retry=retry_if_exception_type(Exception) & retry_if_not_exception_type(PermanentError),
+            retry=retry_if_exception_type(
+                Exception if retry_unexpected else (RetryableError, KafkaError)
+            )
+            & retry_if_not_exception_type(PermanentError),
             before_sleep=before_sleep,
             reraise=True,
         )
@@ -353,21 +578,30 @@ class ServiceLoop(Generic[T]):
             self.metrics.published.labels(self.route(event)).inc()
 
     async def _dead_letter(self, record: Record, error: PermanentError) -> None:
-        topic = dlq(record.topic)
         headers = dlq_headers(record, error, self.service)
         value = record.value if record.value is not None else b""
+        await self._send_to_dlq(record.topic, value, record.key, headers, error.code)
+
+    async def _send_dead_letter(self, letter: DeadLetter) -> None:
+        headers = dead_letter_headers(letter, self.service)
+        await self._send_to_dlq(letter.topic, letter.value, letter.key, headers, letter.error.code)
+
+    async def _send_to_dlq(
+        self, source: str, value: bytes, key: bytes | None, headers: list, code: str
+    ) -> None:
+        topic = dlq(source)
         try:
             try:
-                await (await self.producer.send(topic, value, key=record.key, headers=headers))
+                await (await self.producer.send(topic, value, key=key, headers=headers))
             except KafkaError as exc:
-                if exc.retriable:
+                if not _record_at_fault(exc):
                     raise
                 # Too large (or otherwise unsendable) as it is: keep the reason, drop the bytes.
                 headers.append(("dlq.value_dropped", repr(exc).encode()))
-                await (await self.producer.send(topic, b"", key=record.key, headers=headers))
+                await (await self.producer.send(topic, b"", key=key, headers=headers))
         except KafkaError as exc:
             raise RetryableError(f"producing to {topic} failed: {exc!r}") from exc
-        self.metrics.dead_lettered.labels(record.topic, error.code).inc()
+        self.metrics.dead_lettered.labels(source, code).inc()
         self.metrics.published.labels(topic).inc()
 
     # ------------------------------------------------------------ offsets
@@ -386,16 +620,23 @@ class ServiceLoop(Generic[T]):
                 floor = self.commit_floor(tp) if self.commit_floor is not None else None
             if floor is not None:
                 target = min(target, floor)
-            if target > self._committed.get(tp, -1):
-                offsets[tp] = target
+            if target > self._committed.get(tp, -1) or (
+                tp in self._noted
+                and tp not in self._attempts
+                and target >= self._committed.get(tp, -1)
+            ):
+                offsets[tp] = target  # a plain offset: also clears a note in its metadata
         if not offsets:
             return
         await self._with_retries(lambda: self._commit_once(offsets), {"commit": True})
 
-    async def _commit_once(self, offsets: dict[TopicPartition, int]) -> None:
+    async def _commit_once(self, offsets: Mapping[TopicPartition, int | tuple[int, str]]) -> None:
         try:
             await self.consumer.commit(offsets)
-            self._committed.update(offsets)
+            for tp, value in offsets.items():
+                self._committed[tp] = value[0] if isinstance(value, tuple) else value
+                if not isinstance(value, tuple):
+                    self._noted.discard(tp)
         except (CommitFailedError, IllegalStateError) as exc:
             # Expected around a rebalance: the new owner gets these messages again and the
             # handlers are idempotent.
@@ -435,12 +676,27 @@ class ServiceLoop(Generic[T]):
                 self.metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(lag)
 
 
+_RECORD_AT_FAULT: tuple[type[KafkaError], ...] = (
+    MessageSizeTooLargeError,
+    RecordTooLargeError,
+    RecordListTooLargeError,
+    InvalidMessageError,
+    CorruptRecordException,
+)
+"""Kafka errors about the record itself: no retry will ever send it."""
+
+
+def _record_at_fault(exc: KafkaError) -> bool:
+    return isinstance(exc, _RECORD_AT_FAULT)
+
+
 def _translate(exc: KafkaError, doing: str) -> Exception:
-    """A retriable Kafka error may succeed later; any other (too large, not authorized,
-    invalid topic) never will, so the input goes to the DLQ instead of crash-looping."""
-    if exc.retriable:
-        return RetryableError(f"{doing} failed: {exc!r}")
-    return PermanentError(f"{doing} failed for good: {exc!r}", code="unpublishable")
+    """Only an error about the record itself (too large, invalid, corrupt) sends the input to
+    the DLQ. Every other one (not authorized, a timeout, a fenced producer, a sequence out of
+    order) is the cluster's or ours, not the input's: retried, then the process stops."""
+    if _record_at_fault(exc):
+        return PermanentError(f"{doing} failed for good: {exc!r}", code="unpublishable")
+    return RetryableError(f"{doing} failed: {exc!r}")
 
 
 class _Rebalance(ConsumerRebalanceListener):
@@ -458,6 +714,9 @@ class _Rebalance(ConsumerRebalanceListener):
                 loop._handled.pop(tp, None)
                 loop._committed.pop(tp, None)
                 loop._position.pop(tp, None)
+                loop._attempts.pop(tp, None)
+                loop._unread.discard(tp)
+                loop._noted.discard(tp)
                 with contextlib.suppress(KeyError):
                     loop.metrics.consumer_lag.remove(tp.topic, str(tp.partition))
             if loop.on_revoked is not None:
@@ -466,8 +725,10 @@ class _Rebalance(ConsumerRebalanceListener):
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
         self.loop._live |= set(assigned)
+        self.loop._unread |= set(assigned)  # their committed metadata is read before use
         if self.loop.on_assigned is not None:
             await self.loop.on_assigned(self.loop.consumer, set(assigned))
         self.loop.state.assignment = set(self.loop.consumer.assignment())
         self.loop.state.joined_group = True
+        self.loop._beat()  # the loop is alive: this runs inside its poll
         log.info("partitions assigned: %s", sorted(f"{tp.topic}-{tp.partition}" for tp in assigned))

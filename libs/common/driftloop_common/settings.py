@@ -136,7 +136,19 @@ class ServiceSettings(BaseSettings):
     max_poll_interval_ms: int = Field(default=300_000, gt=0)  # longest gap between polls
     retry_attempts: int = Field(default=5, ge=1)
     retry_max_backoff_s: float = Field(default=30.0, gt=0)
+    # A record whose handler fails this many times with an unexpected error (a bug, not an
+    # outage) goes to the DLQ with reason `handler_failed`; the count survives restarts.
+    max_handler_failures: int = Field(default=5, ge=1)
+    # Long handlers (trainer, evaluator): note in Kafka that a record is being handled, so a
+    # record that kills the process (OOM, a native crash) is dead-lettered after
+    # `max_handler_failures` deaths instead of crash-looping. A commit per record.
+    track_in_flight: bool = False
     auto_offset_reset: str = Field(default="earliest", pattern="^(earliest|latest)$")
+    # Static group membership (Kafka's group.instance.id), e.g. the pod name: a restart
+    # within the session timeout keeps the partitions without a rebalance.
+    group_instance_id: str | None = Field(default=None, min_length=1, max_length=249)
+    dlq_retention_hours: float = Field(default=168.0, gt=0)  # DLQs hold transcripts
+    http_docs: bool = False  # serve FastAPI's /docs, /redoc and /openapi.json
 
 
 def default_store_url() -> str:
