@@ -220,3 +220,26 @@ async def test_the_broker_stamps_interactions_raw_with_its_own_append_time(
         await consumer.stop()
     assert record.timestamp_type == LOG_APPEND_TIME
     assert record.timestamp > an_hour_ago_ms + 3_000_000  # the broker's clock, not ours
+
+
+async def test_dead_letter_topics_are_created_with_their_retention(
+    kafka_bootstrap: str, fresh_name
+) -> None:
+    from aiokafka.admin import AIOKafkaAdminClient
+    from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+    from driftloop_common.kafka import create_topics
+
+    name = fresh_name("in")
+    settings = KafkaSettings(bootstrap_servers=kafka_bootstrap)
+    await create_topics(settings, [name], dlq_retention_ms=2 * 3600 * 1000)
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    await admin.start()
+    try:
+        (response,) = await admin.describe_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, f"{name}.dlq", {"retention.ms": None})]
+        )
+    finally:
+        await admin.close()
+    ((_, _, _, _, entries),) = response.resources
+    assert {entry[0]: entry[1] for entry in entries}["retention.ms"] == str(2 * 3600 * 1000)

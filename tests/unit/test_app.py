@@ -58,3 +58,11 @@ def test_metrics_expose_the_loop_counters() -> None:
     assert 'unit_svc_messages_processed_total{status="dlq",topic="audit"} 1.0' in body
     assert 'unit_svc_processing_seconds_bucket{le="0.005",topic="audit"} 1.0' in body
     assert 'unit_svc_processing_seconds_bucket{le="0.0025",topic="audit"} 0.0' in body
+
+
+def test_api_docs_are_off_unless_asked_for() -> None:
+    http, _ = client(LoopState())
+    for path in ("/docs", "/redoc", "/openapi.json"):
+        assert http.get(path).status_code == 404
+    http, _ = client(LoopState(), docs=True)
+    assert http.get("/openapi.json").status_code == 200

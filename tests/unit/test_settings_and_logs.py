@@ -80,3 +80,69 @@ def test_json_log_lines_carry_context_and_never_a_secret(
     line = capsys.readouterr().err
     assert "hunter2-password" not in line
     assert line.count("**********") >= 2  # in the traceback and in the extra field
+
+
+@pytest.mark.parametrize(
+    "secret",
+    [
+        'pa"ss\\word',  # quotes and backslashes: JSON-escaped in a JSON log line
+        "pässwörd-ü",  # non-ASCII: \u-escaped by the JSON formatter
+        "p@ss/w:rd&x",  # URL-encoded inside a URI
+        "abc",  # shorter than 4 characters
+    ],
+)
+def test_a_secret_never_reaches_a_log_line_in_any_spelling(
+    secret: str, capsys: pytest.CaptureFixture, restore_logging
+) -> None:
+    from urllib.parse import quote
+
+    configure_logging("INFO", json=True, service="unit")
+    redact(secret)
+    log = logging.getLogger("t")
+    log.info("as is: %s", secret)
+    log.info("in a URI: https://svc:%s@host/", quote(secret, safe=""))
+    log.info("inside JSON: %s", json.dumps({"password": secret}))
+    log.info("extra field", extra={"detail": secret})
+    lines = capsys.readouterr().err.strip().splitlines()[-4:]
+    for line in lines:
+        record = json.loads(line)  # every line is still valid JSON
+        text = record["message"] + str(record.get("detail", ""))
+        assert secret not in text and quote(secret, safe="") not in text
+        assert secret not in line and json.dumps(secret)[1:-1] not in line
+        assert logs.MASK in line
+
+
+def test_uri_settings_lose_their_password_in_messages_and_logs() -> None:
+    from driftloop_common.logs import safe_uri
+    from driftloop_common.runtime import all_secrets
+    from driftloop_common.settings import MlflowSettings
+
+    class WithMlflow(ServiceSettings):
+        mlflow: MlflowSettings = MlflowSettings(tracking_uri="https://ops:t0k%40n@mlflow:5000/")
+
+    assert safe_uri("https://ops:t0k%40n@mlflow:5000/x") == f"https://ops:{logs.MASK}@mlflow:5000/x"
+    assert safe_uri("http://mlflow:5000") == "http://mlflow:5000"
+    assert "t0k@n" in all_secrets(WithMlflow())  # the redactor learns the decoded password
+
+
+def test_dlq_topics_are_created_with_a_retention() -> None:
+    from driftloop_common.kafka import topic_configs
+
+    assert topic_configs("interactions.raw.dlq", 3_600_000) == {"retention.ms": "3600000"}
+    assert topic_configs("interactions.raw") == {"message.timestamp.type": "LogAppendTime"}
+    assert topic_configs("model.trained") is None
+
+
+async def test_consumers_wait_a_poll_interval_on_rebalance_and_can_be_static_members() -> None:
+    from driftloop_common.kafka import make_consumer
+    from driftloop_common.settings import KafkaSettings
+
+    consumer = make_consumer(
+        KafkaSettings(),
+        group_id="trainer",
+        client_id="trainer",
+        max_poll_interval_ms=3_600_000,
+        group_instance_id="trainer-0",
+    )
+    assert consumer._rebalance_timeout_ms == 3_600_000  # not the 10 s session timeout
+    assert consumer._group_instance_id == "trainer-0"

@@ -10,7 +10,7 @@ import json
 import logging
 import sys
 import threading
-from urllib.parse import quote, quote_plus, urlsplit, urlunsplit
+from urllib.parse import quote, quote_plus, unquote, urlsplit, urlunsplit
 
 from pythonjsonlogger.json import JsonFormatter
 
@@ -65,9 +65,10 @@ def uri_password(uri: str | None) -> str | None:
     if not uri:
         return None
     try:
-        return urlsplit(uri).password
+        password = urlsplit(uri).password
     except ValueError:
         return None
+    return unquote(password) if password else None
 
 
 class RedactingFormatter(logging.Formatter):
