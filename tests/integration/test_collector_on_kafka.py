@@ -211,3 +211,96 @@ async def test_a_killed_collector_rebuilds_open_conversations_from_kafka(
         # The transcript read before the crash was read again: text and label are whole.
         assert body["payload"]["label"] == wanted[conversation_id].intent
         assert body["payload"]["text"]
+
+
+def notification(topic: str, cid: str, **body: object) -> tuple[bytes, bytes]:
+    event_time = int((datetime.now(UTC) - timedelta(minutes=5)).timestamp() * 1000)
+    value = {
+        "topicName": topic.format(id=cid),
+        "eventBody": {"eventTime": event_time, "conversationId": cid, **body},
+    }
+    return cid.encode(), json.dumps(value).encode()
+
+
+def said(cid: str, text: str, uid: str) -> tuple[bytes, bytes]:
+    final = {
+        "utteranceId": uid,
+        "isFinal": True,
+        "channel": "EXTERNAL",
+        "dialect": "en-US",
+        "alternatives": [{"confidence": 0.9, "offsetMs": 0, "transcript": text}],
+    }
+    return notification("v2.conversations.{id}.transcription", cid, transcripts=[final])
+
+
+def ended(cid: str) -> tuple[bytes, bytes]:
+    return notification("v2.detail.events.conversation.{id}.customer.end", cid, mediaType="VOICE")
+
+
+def wrapped(cid: str, code: str) -> tuple[bytes, bytes]:
+    return notification("v2.detail.events.conversation.{id}.wrapup", cid, wrapupCode=code)
+
+
+async def publish_to(bootstrap: str, partition: int, records: list[tuple[bytes, bytes]]) -> None:
+    """In this order, into one partition (a conversation's pieces share one by their key)."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True)
+    await producer.start()
+    try:
+        for key, value in records:
+            await producer.send_and_wait(
+                topics.INTERACTIONS_RAW, value, key=key, partition=partition
+            )
+    finally:
+        await producer.stop()
+
+
+async def test_a_restart_inside_an_emitted_conversation_never_re_emits_it_poorer(
+    kafka_bootstrap: str, fresh_name, tmp_path: Path
+) -> None:
+    # A has pieces at offsets n, n+2, n+3, n+4 and is emitted; B, open at n+1, holds the
+    # commit floor there. After a restart the collector reads A's last three pieces again.
+    await make_topics(kafka_bootstrap, *topics.ALL_TOPICS)
+    a, b, marker = (f"{name}-{os.urandom(6).hex()}" for name in ("a", "b", "marker"))
+    embedded = await from_now_on(kafka_bootstrap, topics.INTERACTIONS_EMBEDDED)
+    collector = CollectorProcess(kafka_bootstrap, fresh_name("collector"), tmp_path, 600)
+    try:
+        await collector.start()
+        await publish_to(
+            kafka_bootstrap,
+            0,
+            [
+                said(a, "my card was stolen", "a1"),
+                said(b, "hello is anyone there", "b1"),  # no end: open for max_wait
+                said(a, "please block it", "a2"),
+                ended(a),
+                wrapped(a, "lost_card"),
+            ],
+        )
+        first = await embedded_for(embedded, {a}, 90, collector.log)
+        assert first[a]["payload"]["text"] == "my card was stolen please block it"
+        await collector.stop()  # SIGTERM: commits up to B's piece, not past it
+
+        await collector.start()
+        # Read in order after A's pieces: once the marker is out, so would A's copy be.
+        await publish_to(
+            kafka_bootstrap,
+            0,
+            [said(marker, "where is my parcel", "m1"), ended(marker), wrapped(marker, "parcel")],
+        )
+        again: list[dict] = []
+        deadline = asyncio.get_running_loop().time() + 90
+        while not any(e["payload"]["conversation_id"] == marker for e in again):
+            assert asyncio.get_running_loop().time() < deadline, collector.log.read_text()[-3000:]
+            for batch in (await embedded.getmany(timeout_ms=500)).values():
+                again += [json.loads(r.value) for r in batch]
+    finally:
+        await collector.stop()
+        await embedded.stop()
+
+    assert [e["payload"]["text"] for e in again if e["payload"]["conversation_id"] == a] == []
+    table = InteractionStore(collector.store_url).read(
+        "en-us", datetime.now(UTC) - timedelta(days=1), datetime.now(UTC) + timedelta(days=1)
+    )
+    rows = {r["conversation_id"]: r for r in table.to_pylist()}
+    assert rows[a]["text"] == "my card was stolen please block it"
+    assert (rows[a]["label"], rows[a]["pieces"]) == ("lost_card", 4)

@@ -473,6 +473,39 @@ def test_from_genesys_bytes_to_a_conversation() -> None:
     assert done.completed_at == datetime.fromtimestamp(1_764_000_000, UTC)
 
 
+# ---------------------------------------------------------------- the text cap
+
+
+def test_pieces_together_over_the_text_cap_are_cut_to_it_keeping_the_beginning() -> None:
+    # Each piece is under the cap (parsing rejects one that is not); together they are not.
+    assembler = ConversationAssembler(AssemblerConfig(settle=0 * S, max_text_bytes=25))
+    pieces = [
+        said(1, ("u1", "my card was stolen"), at=1),
+        said(2, ("u2", "please block it"), at=2),
+        end(3),
+        wrapup(4),
+    ]
+    [done] = feed(assembler, pieces)
+    assert done.text == "my card was stolen please"  # 25 bytes
+    assert done.truncated
+    assert done.label == "w-7" and done.pieces == 4  # still a whole, labelled conversation
+
+
+def test_the_cut_falls_on_a_character_boundary() -> None:
+    assembler = ConversationAssembler(AssemblerConfig(settle=0 * S, max_text_bytes=24))
+    pieces = [said(1, ("u1", "é" * 10), at=1), said(2, ("u2", "ü" * 10), at=2), end(3), wrapup(4)]
+    [done] = feed(assembler, pieces)
+    assert done.text == "é" * 10 + " ü"  # 23 bytes: a second "ü" would make 25
+    assert done.truncated
+
+
+def test_text_under_the_cap_is_left_alone() -> None:
+    assembler = ConversationAssembler(AssemblerConfig(settle=0 * S, max_text_bytes=25))
+    pieces = [said(1, ("u1", "my card was stolen"), at=1), end(3), wrapup(4)]
+    [done] = feed(assembler, pieces)
+    assert (done.text, done.truncated) == ("my card was stolen", False)
+
+
 # ---------------------------------------------------------------- guards
 
 
@@ -483,7 +516,13 @@ def test_now_must_be_timezone_aware() -> None:
 
 @pytest.mark.parametrize(
     "bad",
-    [{"wrapup_wait": 0 * S}, {"max_wait": -S}, {"settle": -S}, {"max_open": 0}],
+    [
+        {"wrapup_wait": 0 * S},
+        {"max_wait": -S},
+        {"settle": -S},
+        {"max_open": 0},
+        {"max_text_bytes": 0},
+    ],
 )
 def test_config_is_checked(bad: dict) -> None:
     with pytest.raises(ConfigError):

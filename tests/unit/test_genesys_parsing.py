@@ -49,6 +49,9 @@ CODES = {
     "no_text",
     "unexpected_event_type",
     "unknown_event_type",
+    "unencodable_text",
+    "text_too_long",
+    "event_time_out_of_range",
 }
 
 
@@ -315,6 +318,127 @@ def test_unusable_messages_are_rejected_with_a_code(data: Any, code: str) -> Non
 def test_rejection_names_the_bad_field() -> None:
     error = reject(detail("wrapup"), "schema")
     assert "wrapupCode" in str(error)
+
+
+# ---------------------------------------------------------------- poison text and times
+
+
+LONE = "\udfff"  # json.dumps writes it as the escape "\udfff": valid JSON, not valid UTF-8
+
+
+@pytest.mark.parametrize(
+    ("message", "code"),
+    [
+        (transcription(result("u1", (0.9, f"my card {LONE} was stolen"))), "unencodable_text"),
+        (transcription(result("u1", (0.9, "ok")), result("u2", (0.9, LONE))), "unencodable_text"),
+        (detail("customer.end", queueId=LONE), "unencodable_text"),
+        (detail("wrapup", wrapupCode="w", queueId=LONE), "unencodable_text"),
+        (detail("customer.start", mediaType=LONE), "unencodable_text"),
+        # pydantic already refuses it in strings with a length constraint
+        (detail("wrapup", wrapupCode=f"w{LONE}"), "schema"),
+        (detail("customer.end", cid=f"c{LONE}"), "schema"),
+        (transcription(result(f"u{LONE}", (0.9, "hello"))), "schema"),
+    ],
+    ids=[
+        "utterance",
+        "second-utterance",
+        "end-queue",
+        "wrapup-queue",
+        "media-type",
+        "wrapup-code",
+        "conversation-id",
+        "utterance-id",
+    ],
+)
+def test_a_lone_surrogate_in_a_kept_string_is_rejected(message: dict, code: str) -> None:
+    raw = json.dumps(message).encode()
+    assert b"\\udfff" in raw  # the escape, as a producer would send it
+    error = reject(raw, code)
+    str(error).encode("utf-8")  # the reason itself fits a Kafka header
+    if code == "unencodable_text":
+        assert "cannot be encoded as UTF-8" in str(error)
+
+
+def test_a_lone_surrogate_in_a_normalized_interaction_is_invalid_json() -> None:
+    error = reject(json.dumps(normalized(text=f"cancel {LONE}")).encode(), "invalid_json")
+    assert "surrogate" in str(error)
+
+
+def test_a_valid_surrogate_pair_escape_is_an_ordinary_character() -> None:
+    raw = json.dumps(transcription(result("u1", (0.9, "thanks \U0001f600")))).encode()
+    assert b"\\ud83d\\ude00" in raw
+    assert parse(raw).utterances[0].text == "thanks \U0001f600"
+
+
+def test_one_message_over_the_text_cap_is_rejected() -> None:
+    # 64 KiB is the default cap: far more than the 256 tokens the encoder reads
+    huge = "word " * 14_000  # 70,000 bytes in one utterance
+    reject(transcription(result("u1", (0.9, huge))), "text_too_long")
+    reject(
+        transcription(*(result(f"u{i}", (0.9, huge[:35_000])) for i in range(2))), "text_too_long"
+    )
+    reject(normalized(text=huge), "text_too_long")
+    assert parse(transcription(result("u1", (0.9, huge[:60_000])))).utterances
+
+
+def test_the_text_cap_counts_utf8_bytes_and_is_configurable() -> None:
+    from driftloop_collector.genesys import ParseLimits
+
+    limits = ParseLimits(max_text_bytes=20)
+    assert parse(transcription(result("u1", (0.9, "é" * 10))), limits=limits)  # 20 bytes
+    reject(transcription(result("u1", (0.9, "é" * 11))), "text_too_long", limits=limits)
+    # two utterances and the space between them: 9 + 1 + 10
+    assert parse(
+        transcription(result("a", (0.9, "x" * 9)), result("b", (0.9, "y" * 10))), limits=limits
+    )
+    reject(
+        transcription(result("a", (0.9, "x" * 10)), result("b", (0.9, "y" * 10))),
+        "text_too_long",
+        limits=limits,
+    )
+
+
+def at(moment: datetime) -> dict[str, Any]:
+    return detail("customer.end", eventTime=int(moment.timestamp() * 1000))
+
+
+@pytest.mark.parametrize(
+    ("offset", "accepted"),
+    [
+        (timedelta(days=-401), False),
+        (timedelta(days=-399), True),
+        (timedelta(hours=23), True),
+        (timedelta(hours=25), False),
+    ],
+)
+def test_event_times_far_from_the_broker_time_are_rejected(
+    offset: timedelta, accepted: bool
+) -> None:
+    broker = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
+    message = at(broker + offset)
+    if accepted:
+        assert parse(message, appended_at=broker).event_time == broker + offset
+    else:
+        error = reject(message, "event_time_out_of_range", appended_at=broker)
+        assert "eventTime" in str(error)
+
+
+def test_a_completed_at_in_year_9999_is_rejected() -> None:
+    broker = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
+    reject(
+        normalized(completed_at="9999-12-31T00:00:00+00:00"),
+        "event_time_out_of_range",
+        appended_at=broker,
+    )
+
+
+def test_without_a_broker_time_event_times_are_judged_by_the_service_clock() -> None:
+    clock = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
+    reject(at(clock + timedelta(days=2)), "event_time_out_of_range", now=clock)
+    assert parse(at(clock - timedelta(days=2)), now=clock)
+    # the broker's time wins over the service's clock when the record has one
+    assert parse(at(clock + timedelta(days=2)), now=clock, appended_at=clock + timedelta(days=2))
+    assert parse(at(T))  # no time to judge by: not checked (replays of old examples)
 
 
 VALID = [

@@ -10,11 +10,12 @@ from pathlib import Path
 import fsspec
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from driftloop_common.errors import PermanentError, RetryableError
 from driftloop_common.events import EncoderInfo, InteractionEmbedded
-from driftloop_common.store import SCHEMA, InteractionStore, embedding_matrix
+from driftloop_common.store import SCHEMA, InteractionStore, Provenance, embedding_matrix
 
 FP32 = EncoderInfo(id="sentence-transformers/all-MiniLM-L6-v2", precision="fp32")
 INT8 = EncoderInfo(id="sentence-transformers/all-MiniLM-L6-v2", precision="int8")
@@ -234,6 +235,72 @@ def test_duplicates_within_one_append_keep_the_last(store: InteractionStore) -> 
     assert store.read("en-us", DAY1, DAY2).column("label").to_pylist() == ["new"]
 
 
+# ------------------------------------------------------------------- completeness
+
+
+def test_a_copy_from_fewer_pieces_never_replaces_a_more_complete_one(
+    store: InteractionStore,
+) -> None:
+    # A restart re-read a conversation from its commit floor, past its first piece: the
+    # newer copy lacks the head of the text and the label.
+    whole = row("a", DAY1, label="lost_card").model_copy(update={"text": "stolen. block it"})
+    store.append([whole], provenance={"a": Provenance(pieces=4, first_offset=0)})
+    poorer = row("a", DAY1, label=None).model_copy(update={"text": "block it"})
+    store.append([poorer], provenance={"a": Provenance(pieces=3, first_offset=2)})
+
+    [kept] = store.read("en-us", DAY1, DAY2).to_pylist()
+    assert (kept["text"], kept["label"], kept["pieces"], kept["first_offset"]) == (
+        "stolen. block it",
+        "lost_card",
+        4,
+        0,
+    )
+    assert ids(store.read("en-us", DAY1, DAY2, labelled_only=True)) == ["a"]
+    assert ids(store.oldest("en-us", 1)) == ["a"]
+    assert store.oldest("en-us", 1).column("pieces").to_pylist() == [4]
+
+
+def test_a_copy_as_complete_or_more_replaces_it(store: InteractionStore) -> None:
+    store.append([row("a", DAY1, label=None)], provenance={"a": Provenance(4, 0)})
+    store.append([row("a", DAY1, label="relabelled")], provenance={"a": Provenance(4, 0)})
+    assert store.read("en-us", DAY1, DAY2).column("label").to_pylist() == ["relabelled"]
+    store.append([row("a", DAY1, label="late piece")], provenance={"a": Provenance(5, 0)})
+    assert store.read("en-us", DAY1, DAY2).column("label").to_pylist() == ["late piece"]
+
+
+def test_files_from_before_the_provenance_columns_are_read_as_unknown(
+    store: InteractionStore, tmp_path: Path
+) -> None:
+    # A file as the store wrote it before `pieces` and `first_offset` existed.
+    store.append([row("old", DAY1, label="x"), row("both", DAY1, label="old copy")])
+    [written] = (tmp_path / "store").rglob("*.parquet")
+    legacy = pq.read_table(written).drop_columns(["pieces", "first_offset"])
+    pq.write_table(legacy, written)
+    assert "pieces" not in pq.read_schema(written).names
+
+    store.append([row("both", DAY1, label="new copy")], provenance={"both": Provenance(2, 7)})
+    table = store.read("en-us", DAY1, DAY2)
+    assert table.schema == SCHEMA
+    assert table.select(["conversation_id", "label", "pieces", "first_offset"]).to_pylist() == [
+        {"conversation_id": "both", "label": "new copy", "pieces": 2, "first_offset": 7},
+        {"conversation_id": "old", "label": "x", "pieces": None, "first_offset": None},
+    ]
+    # unknown against unknown: the latest, as before
+    store.append([row("old", DAY1, label="y")])
+    assert store.read("en-us", DAY1, DAY2).column("label").to_pylist() == ["new copy", "y"]
+
+
+def test_pieces_stored_per_day(store: InteractionStore) -> None:
+    store.append(
+        [row("a", DAY1), row("b", DAY1), row("c", DAY2)],
+        provenance={"a": Provenance(3, 0), "c": Provenance(1, 5)},
+    )
+    store.append([row("a", DAY1)], provenance={"a": Provenance(2, 1)})
+    assert store.pieces_stored("en-us", DAY1.date().isoformat()) == {"a": 3}  # b: unknown
+    assert store.pieces_stored("en-us", DAY2.date().isoformat()) == {"c": 1}
+    assert store.pieces_stored("en-us", DAY3.date().isoformat()) == {}
+
+
 def test_labelled_only_judges_the_latest_copy(store: InteractionStore) -> None:
     store.append([row("a", DAY1, label="billing"), row("b", DAY1, label=None)])
     store.append([row("a", DAY1, label=None)])
@@ -296,6 +363,24 @@ def test_a_language_that_is_not_a_tag_is_a_permanent_error(
 ) -> None:
     with pytest.raises(PermanentError, match="BCP 47"):
         store.append([row("a", DAY1, language=language)])
+
+
+def test_text_that_is_not_valid_unicode_is_refused_before_anything_is_written(
+    store: InteractionStore, tmp_path: Path
+) -> None:
+    # "\udfff" is valid JSON; the string it gives has no UTF-8 form.
+    bad = row("bad", DAY1).model_copy(update={"text": "card \udfff stolen"})
+    good = [row("a", DAY1), row("b", DAY2)]
+    with pytest.raises(PermanentError) as err:
+        store.append([*good, bad])
+    assert err.value.code == "unstorable"
+    str(err.value).encode("utf-8")  # a reason a Kafka header can carry
+    assert list((tmp_path / "store").rglob("*.parquet")) == []
+
+    refused = store.unstorable([*good, bad, row("c", DAY1, language="../etc")])
+    assert sorted(refused) == ["bad", "c"]
+    assert refused["bad"].code == "unstorable" and refused["c"].code == "language"
+    assert list((tmp_path / "store").rglob("*.parquet")) == []  # checking writes nothing
 
 
 def test_storage_failures_are_retryable(tmp_path: Path) -> None:

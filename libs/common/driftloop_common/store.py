@@ -16,10 +16,22 @@ Readers list only the day folders of the window they ask for (partition pruning:
 days are neither listed nor opened).
 
 At-least-once delivery means the collector may store the same conversation twice. Rows are
-never rewritten; instead every read de-duplicates by `conversation_id`, keeping the row
-with the latest `ingested_at` (a redelivery may carry a label the first copy lacked).
+never rewritten; instead every read de-duplicates by `conversation_id`, keeping the most
+complete copy: the one built from the most source records (`pieces`), and among equals
+the latest `ingested_at` (a redelivery may carry a label the first copy lacked). After a
+restart the collector re-reads Kafka from its commit floor, which can lie inside a
+conversation it already stored: the copy it rebuilds then lacks the pieces before the
+floor, and must never replace the whole one. Rows written without `pieces` (files from
+before the column existed, appends that do not say) are of unknown completeness and rank
+below any known copy: between them the latest wins, as it always did (so a correction
+must be appended with its `provenance` to replace a known copy).
+
 A redelivered message has the same `completed_at`, hence lands in the same partition as
 the first copy, so de-duplicating within the rows read is enough.
+
+Rows the store can never hold (a bad language tag, a vector of the wrong length, text that
+is not valid Unicode) raise `PermanentError` before anything is written; `unstorable`
+finds which rows of a refused batch they were, without writing anything.
 """
 
 from __future__ import annotations
@@ -28,7 +40,8 @@ import contextlib
 import re
 import uuid
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -45,12 +58,24 @@ from driftloop_common.errors import PermanentError, RetryableError
 from driftloop_common.events import EncoderInfo, InteractionEmbedded
 
 
+@dataclass(frozen=True)
+class Provenance:
+    """Which source records a row was built from: how many (`pieces`), and the offset of
+    the first one. Of two copies of a conversation the one built from more pieces is the
+    more complete."""
+
+    pieces: int
+    first_offset: int
+
+
 def _schema(dim: int) -> pa.Schema:
     """The columns `read` returns, in order.
 
     `embedding` is a fixed_size_list: the schema itself enforces the dimension (a vector of
     the wrong length cannot be written), there are no per-row offsets, and a column turns
     into an `(n, dim)` array without copying row by row (`embedding_matrix`).
+    `pieces` and `first_offset` are the row's `Provenance` (null: not known; files written
+    before these columns existed read as null).
     """
     utc_us = pa.timestamp("us", tz="UTC")
     return pa.schema(
@@ -66,6 +91,8 @@ def _schema(dim: int) -> pa.Schema:
             pa.field("encoder_precision", pa.string(), nullable=False),
             pa.field("embedding", pa.list_(pa.float32(), dim), nullable=False),
             pa.field("ingested_at", utc_us, nullable=False),
+            pa.field("pieces", pa.int32()),
+            pa.field("first_offset", pa.int64()),
         ]
     )
 
@@ -106,14 +133,21 @@ class InteractionStore:
 
     # ------------------------------------------------------------------ write
 
-    def append(self, rows: Iterable[InteractionEmbedded]) -> list[str]:
+    def append(
+        self,
+        rows: Iterable[InteractionEmbedded],
+        *,
+        provenance: Mapping[str, Provenance] | None = None,
+    ) -> list[str]:
         """Store `rows`: one new Parquet file per (language, day); returns their URLs.
 
-        A conversation that appears twice in `rows` is stored once (the last copy wins).
-        Raises `PermanentError` for a row that can never be stored (bad language tag,
-        wrong embedding length) and `RetryableError` when the storage fails. A failed call
-        may have written some of its partitions; calling it again is safe, because reads
-        de-duplicate.
+        `provenance` maps conversation ids to what their row was built from (rows without
+        one are of unknown completeness). A conversation that appears twice in `rows` is
+        stored once (the last copy wins). Raises `PermanentError` for a row that can never
+        be stored (bad language tag, wrong embedding length, text that is not valid
+        Unicode), before writing anything, and `RetryableError` when the storage fails. A
+        failed call may have written some of its partitions; calling it again is safe,
+        because reads de-duplicate.
         """
         latest = {row.conversation_id: row for row in rows}
         if not latest:
@@ -124,15 +158,56 @@ class InteractionStore:
             self._check(row)
             day = row.completed_at.astimezone(UTC).date().isoformat()
             partitions[(language_tag(row.language), day)].append(row)
+        with _data_errors("the batch"):
+            tables = {
+                key: self._table(part, ingested_at, provenance or {})
+                for key, part in sorted(partitions.items())
+            }
         stamp = ingested_at.astimezone(UTC).strftime("%Y%m%dT%H%M%S%f")
         written = []
-        with self._storage_errors("write to"):
-            for (language, day), part in sorted(partitions.items()):
+        with self._storage_errors("write to"), _data_errors("the batch"):
+            for (language, day), table in tables.items():
                 folder = self._day_folder(language, day)
                 path = f"{folder}/part-{stamp}-{uuid.uuid4().hex}.parquet"
-                write_parquet(self.fs, self._table(part, ingested_at), folder, path)
+                write_parquet(self.fs, table, folder, path)
                 written.append(self.fs.unstrip_protocol(path))
         return written
+
+    def unstorable(self, rows: Iterable[InteractionEmbedded]) -> dict[str, PermanentError]:
+        """The rows `append` would refuse, each with why (by conversation id).
+
+        Each row is checked alone, in memory (its table is built and encoded as Parquet;
+        nothing is written): for finding the few bad rows of a batch `append` refused, so
+        that the rest can still be stored."""
+        bad: dict[str, PermanentError] = {}
+        at = datetime.fromtimestamp(0, UTC)  # any time: nothing is kept
+        for row in rows:
+            try:
+                self._check(row)
+                language_tag(row.language)
+                with _data_errors(f"conversation {row.conversation_id!a}"):
+                    pq.write_table(self._table([row], at, {}), pa.BufferOutputStream())
+            except PermanentError as exc:
+                bad[row.conversation_id] = exc
+        return bad
+
+    def pieces_stored(self, language: str, day: str) -> dict[str, int]:
+        """Conversation id → `pieces` of its most complete copy, for the rows of `language`
+        stored under `day` (`2026-11-24`) whose completeness is known.
+
+        Lets the collector tell, after a restart, whether a conversation it rebuilt from
+        Kafka was already stored whole (one read per day, column-pruned)."""
+        language = language_tag(language)
+        with self._storage_errors("read from"):
+            table = self._scan(self._files(language, day), None, None, ["pieces"], False)
+        table = table.filter(pc.is_valid(table.column("pieces")))
+        return dict(
+            zip(
+                table.column("conversation_id").to_pylist(),
+                table.column("pieces").to_pylist(),
+                strict=True,
+            )
+        )
 
     def _check(self, row: InteractionEmbedded) -> None:
         if len(row.embedding) != self.dim:
@@ -142,8 +217,14 @@ class InteractionStore:
                 code="embedding_dimension",
             )
 
-    def _table(self, rows: list[InteractionEmbedded], ingested_at: datetime) -> pa.Table:
+    def _table(
+        self,
+        rows: list[InteractionEmbedded],
+        ingested_at: datetime,
+        provenance: Mapping[str, Provenance],
+    ) -> pa.Table:
         vectors = np.asarray([row.embedding for row in rows], dtype=np.float32).reshape(-1)
+        sources = [provenance.get(row.conversation_id) for row in rows]
         columns = {
             "conversation_id": [row.conversation_id for row in rows],
             "text": [row.text for row in rows],
@@ -155,6 +236,8 @@ class InteractionStore:
             "encoder_precision": [row.encoder.precision for row in rows],
             "embedding": pa.FixedSizeListArray.from_arrays(pa.array(vectors), self.dim),
             "ingested_at": [ingested_at] * len(rows),
+            "pieces": [None if p is None else p.pieces for p in sources],
+            "first_offset": [None if p is None else p.first_offset for p in sources],
         }
         table = pa.table(columns, schema=self._file_schema)
         # Sorted rows give tight row-group statistics for time filters.
@@ -179,8 +262,9 @@ class InteractionStore:
         row by row) and types stay exact; `.to_pandas()` is one call away.
 
         `encoder` keeps only vectors of that encoder id *and* precision. Duplicates of a
-        conversation are reduced to the latest ingested copy before `labelled_only`
-        drops unlabelled rows, so a relabelled conversation is judged by its latest copy.
+        conversation are reduced to the most complete copy (see the module docstring)
+        before `labelled_only` drops unlabelled rows, so a relabelled conversation is
+        judged by its latest whole copy.
         """
         start, end = aware_utc(start, "start"), aware_utc(end, "end")
         if end < start:
@@ -237,7 +321,7 @@ class InteractionStore:
             for day in self._days_stored(language):
                 part = self._scan(self._files(language, day), None, encoder, columns, False)
                 found = part if found is None else pa.concat_tables([found, part])
-                found = latest_copies(found)
+                found = most_complete_copies(found)
                 if found.num_rows >= n:
                     break
         if found is None:
@@ -269,7 +353,7 @@ class InteractionStore:
         labelled_only: bool,
     ) -> pa.Table:
         wanted = self._file_schema.names if columns is None else self._columns(columns)
-        needed = {"conversation_id", "completed_at", "ingested_at"}
+        needed = {"conversation_id", "completed_at", "ingested_at", "pieces"}
         if labelled_only:
             needed.add("label")
         names = [name for name in self._file_schema.names if name in needed or name in wanted]
@@ -280,7 +364,7 @@ class InteractionStore:
             )
             condition = same if condition is None else condition & same
         dataset = ds.dataset(files, schema=self._file_schema, format="parquet", filesystem=self.fs)
-        return latest_copies(dataset.to_table(columns=names, filter=condition))
+        return most_complete_copies(dataset.to_table(columns=names, filter=condition))
 
     def _columns(self, columns: Sequence[str]) -> list[str]:
         unknown = sorted(set(columns) - set(self.schema.names))
@@ -336,13 +420,40 @@ def write_parquet(fs: Any, table: pa.Table, folder: str, path: str) -> None:
 
 def latest_copies(table: pa.Table, id_column: str = "conversation_id") -> pa.Table:
     """One row per `id_column`: the one with the latest `ingested_at`."""
+    return _first_per_id(table, id_column, [("ingested_at", "descending")])
+
+
+def most_complete_copies(table: pa.Table) -> pa.Table:
+    """One row per conversation: the one built from the most `pieces` (unknown counts
+    least), and among those the latest `ingested_at`."""
+    return _first_per_id(
+        table, "conversation_id", [("pieces", "descending"), ("ingested_at", "descending")]
+    )
+
+
+def _first_per_id(table: pa.Table, id_column: str, order_by: list[tuple[str, str]]) -> pa.Table:
     if table.num_rows == 0:
         return table
-    order = pc.sort_indices(table, [(id_column, "ascending"), ("ingested_at", "descending")])
+    # Nulls sort last (the default), whichever the direction: an unknown `pieces` ranks
+    # below any known one.
+    order = pc.sort_indices(table, [(id_column, "ascending"), *order_by])
     ids = table.column(id_column).take(order).to_numpy(zero_copy_only=False)
     first = np.ones(len(ids), dtype=bool)
     first[1:] = ids[1:] != ids[:-1]
     return table.take(order.filter(pa.array(first)))
+
+
+@contextlib.contextmanager
+def _data_errors(what: str) -> Iterator[None]:
+    """What pyarrow raises about the values themselves (a string that is not valid
+    Unicode, a number out of range) will never pass: `PermanentError`. Storage errors
+    (`OSError`) pass through, for `_storage_errors`."""
+    try:
+        yield
+    except OSError:
+        raise
+    except (ValueError, TypeError, OverflowError, pa.ArrowException) as exc:
+        raise PermanentError(f"{what} cannot be stored: {exc!r}"[:2000], code="unstorable") from exc
 
 
 def language_tag(value: str) -> str:

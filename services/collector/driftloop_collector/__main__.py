@@ -35,6 +35,7 @@ def main() -> None:
         flush=collector.flush,
         flush_due_in=collector.flush_due_in,
         commit_floor=collector.commit_floor,
+        on_assigned=collector.on_assigned,
         on_revoked=collector.on_revoked,
     )
 

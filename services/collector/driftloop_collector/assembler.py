@@ -11,6 +11,12 @@ When a conversation is due (on the `now` clock):
     no customer.end               `max_wait` after its last piece (emitted if it has text)
     more than `max_open` open     the least recently updated one, at once (evicted)
 
+Text: the customer's final utterances in time order, joined by spaces. Pieces that
+together exceed `max_text_bytes` (UTF-8) are cut to it at a character boundary, keeping
+the beginning, and the conversation is emitted with `truncated` set: a long call is real
+traffic with a valid label, and the encoder reads only its first 256 tokens anyway. (One
+piece over the cap never gets here: parsing rejects it, `text_too_long`.)
+
 `settle` is a short grace for final transcripts that trail the end and wrapup
 events; it is what makes the output independent of the arrival order. A due
 conversation without customer text is dropped with a reason (`drain_dropped()`),
@@ -44,6 +50,7 @@ from datetime import datetime, timedelta
 from typing import NamedTuple, TypeVar
 
 from driftloop_collector.genesys import (
+    DEFAULT_MAX_TEXT_BYTES,
     EndPiece,
     NormalizedPiece,
     Piece,
@@ -90,6 +97,7 @@ class AssemblerConfig:
     remember_closed: timedelta = timedelta(hours=2)
     max_remembered: int = 100_000
     wrapup_labels: Mapping[str, str] | None = None
+    max_text_bytes: int = DEFAULT_MAX_TEXT_BYTES
 
     def __post_init__(self) -> None:
         for name in ("wrapup_wait", "max_wait", "remember_closed"):
@@ -99,6 +107,8 @@ class AssemblerConfig:
             raise ConfigError(f"settle must not be negative, got {self.settle}")
         if self.max_open < 1 or self.max_remembered < 0:
             raise ConfigError("max_open must be ≥ 1 and max_remembered ≥ 0")
+        if self.max_text_bytes < 1:
+            raise ConfigError(f"max_text_bytes must be ≥ 1, got {self.max_text_bytes}")
 
 
 @dataclass(frozen=True)
@@ -113,6 +123,17 @@ class CompletedConversation:
     source_offsets: dict[int, list[int]]  # partition → offsets of every piece it absorbed
     completion: Completion
     wrapup_code: str | None = None
+    truncated: bool = False  # the text was cut to `max_text_bytes`
+
+    @property
+    def pieces(self) -> int:
+        """How many records it was built from: a copy rebuilt from fewer is poorer."""
+        return sum(len(offsets) for offsets in self.source_offsets.values())
+
+    @property
+    def first_offset(self) -> int:
+        """The smallest source offset (a conversation's records share one partition)."""
+        return min(o for offsets in self.source_offsets.values() for o in offsets)
 
 
 @dataclass(frozen=True)
@@ -211,14 +232,15 @@ class _Conversation:
         conversation_id: str,
         completion: Completion,
         offsets: dict[int, list[int]],
-        labels: Mapping[str, str] | None,
+        config: AssemblerConfig,
     ) -> CompletedConversation | None:
         """The finished interaction, or None when there is no customer text."""
         if self.normalized is not None:
             raw = self.normalized.interaction
+            text, truncated = _capped(raw.text, config.max_text_bytes)
             return CompletedConversation(
                 conversation_id=conversation_id,
-                text=raw.text,
+                text=text,
                 language=raw.language,
                 completed_at=raw.completed_at,
                 label=raw.label,
@@ -226,6 +248,7 @@ class _Conversation:
                 media_type=raw.media_type,
                 source_offsets=offsets,
                 completion=completion,
+                truncated=truncated,
             )
         # eventTime first: offsetMs restarts with each communication (e.g. after a transfer).
         heard = sorted(
@@ -242,9 +265,11 @@ class _Conversation:
         media = self.end.media_type if self.end is not None else None
         if media is None and self.start is not None:
             media = self.start.media_type
+        labels = config.wrapup_labels
+        text, truncated = _capped(" ".join(h.utterance.text for h in heard), config.max_text_bytes)
         return CompletedConversation(
             conversation_id=conversation_id,
-            text=" ".join(h.utterance.text for h in heard),
+            text=text,
             language=language,
             completed_at=self.end.event_time if self.end is not None else self.latest_event,
             label=code if labels is None or code is None else labels.get(code),
@@ -253,7 +278,19 @@ class _Conversation:
             source_offsets=offsets,
             completion=completion,
             wrapup_code=code,
+            truncated=truncated,
         )
+
+
+def _capped(text: str, max_bytes: int) -> tuple[str, bool]:
+    """`text` cut to at most `max_bytes` of UTF-8 at a character boundary, and whether it
+    was cut. (A string of n characters has at most 4n bytes: most need no encoding here.)"""
+    if len(text) * 4 <= max_bytes:
+        return text, False
+    encoded = text.encode("utf-8", "surrogatepass")  # parsing let no surrogate through
+    if len(encoded) <= max_bytes:
+        return text, False
+    return encoded[:max_bytes].decode("utf-8", "ignore"), True
 
 
 def _earliest(a: P, b: P) -> P:
@@ -371,7 +408,7 @@ class ConversationAssembler:
         conversation = self._open.pop(cid)
         self._closed[cid] = now
         offsets = {p: sorted(offs) for p, offs in sorted(conversation.offsets.items())}
-        done = conversation.build(cid, completion, offsets, self.config.wrapup_labels)
+        done = conversation.build(cid, completion, offsets, self.config)
         if done is None:
             reason = DropReason.EVICTED if completion is Completion.EVICTED else DropReason.NO_TEXT
             self._dropped.append(Dropped(cid, reason, offsets))

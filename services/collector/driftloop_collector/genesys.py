@@ -2,7 +2,8 @@
 
 One Kafka message becomes one piece, or a `PermanentError` whose `code` names why
 (`invalid_json`, `unknown_shape`, `unknown_topic`, `schema`, `unknown_language`,
-`no_text`, and the codes of `decode_event`). Accepted shapes:
+`no_text`, `unencodable_text`, `text_too_long`, `event_time_out_of_range`, and the codes
+of `decode_event`). Accepted shapes:
 
     EventBridge  {"detail-type": "v2.detail.events.conversation.{id}.customer.end",
                   "detail": {"topicName": "v2.detail…<uuid>.customer.end", "eventBody": {…}}}
@@ -18,6 +19,25 @@ it often states the outcome ("I've cancelled your order"), which would leak the 
 into the features, and the predictor never sees it at serving time. A transcription
 message without any final customer utterance (interim results, status-only messages,
 agent-only turns) is a valid piece with no utterances, not an error.
+
+What a piece may hold (`ParseLimits`, from the collector's settings):
+
+    unencodable_text         a kept string (utterance, queue, media type) that is not valid
+                             Unicode: JSON's `"\udfff"` (a lone surrogate) parses, but no
+                             UTF-8 writer (Parquet, Kafka) takes it; in ids and wrap-up
+                             codes pydantic refuses it already (`schema`)
+    text_too_long            one message's customer text over `max_text_bytes` (UTF-8): a
+                             transcription message holds seconds of speech, a normalized
+                             interaction is one conversation; the encoder reads 256 tokens
+                             (pieces that are each short but together longer are cut to the
+                             cap when assembled, see the assembler)
+    event_time_out_of_range  an event time more than `max_age` before or `max_ahead` after
+                             the time it is judged against (the broker's append time when
+                             the record has one, else the service's clock): one year-9999
+                             `completed_at` would shrink a drift window to one row
+
+The normalized path gets no lone surrogate this far: pydantic's JSON parser rejects
+them (`invalid_json`).
 """
 
 from __future__ import annotations
@@ -27,7 +47,7 @@ import json
 import re
 from collections.abc import Collection
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -44,6 +64,32 @@ from driftloop_common.events import (
 M = TypeVar("M", bound=BaseModel)
 
 DEFAULT_LANGUAGES: frozenset[str] = frozenset({"en-us", "es-es"})
+DEFAULT_MAX_TEXT_BYTES = 65_536
+"""A conversation's text is at most this long (UTF-8); the encoder reads its first 256
+tokens (a few KB), the rest is kept for people and for fine-tuning."""
+
+
+@dataclass(frozen=True, slots=True)
+class ParseLimits:
+    """Bounds on what one message may hold (see the module docstring for the codes)."""
+
+    max_text_bytes: int = DEFAULT_MAX_TEXT_BYTES
+    max_age: timedelta = timedelta(days=400)
+    max_ahead: timedelta = timedelta(days=1)
+
+    def check_time(self, event_time: datetime, now: datetime | None, what: str) -> None:
+        if now is None:
+            return
+        if event_time < now - self.max_age or event_time > now + self.max_ahead:
+            raise PermanentError(
+                f"{what} {event_time.isoformat()} is outside the accepted range around "
+                f"{now.isoformat()} (at most {self.max_age.days} days before, "
+                f"{self.max_ahead} after)",
+                code="event_time_out_of_range",
+            )
+
+
+DEFAULT_LIMITS = ParseLimits()
 
 
 class Topic(enum.StrEnum):
@@ -198,11 +244,15 @@ def parse_raw(
     offset: int,
     languages: Collection[str] = DEFAULT_LANGUAGES,
     appended_at: datetime | None = None,
+    now: datetime | None = None,
+    limits: ParseLimits = DEFAULT_LIMITS,
 ) -> Piece:
     """One `interactions.raw` message → one piece; `PermanentError` (with a code) if unusable.
 
     `languages` are lower-case tags (`en-us`); anything else is `unknown_language`,
-    because no model exists to serve or train on it.
+    because no model exists to serve or train on it. Event times are judged against
+    `appended_at` (the broker's clock) when given, else against `now` (the service's
+    clock); with neither they are not range-checked.
     """
     try:
         data = json.loads(value)
@@ -213,9 +263,10 @@ def parse_raw(
             f"expected a JSON object, got {type(data).__name__}", code="unknown_shape"
         )
     where = {"partition": partition, "offset": offset, "appended_at": appended_at}
+    now = appended_at if appended_at is not None else now
 
     if "event_type" in data:
-        return _normalized(value, languages, where)
+        return _normalized(value, languages, where, now, limits)
     if "detail-type" in data or "detail" in data:
         envelope = _validate(_EventBridge, data, "EventBridge envelope")
         if envelope.detail_type not in _PATTERN_NAMES:
@@ -250,22 +301,29 @@ def parse_raw(
             f"conversation id {topic_id!r}",
             code="schema",
         )
-    base = {
-        **where,
-        "conversation_id": body.conversation_id,
-        "event_time": datetime.fromtimestamp(body.event_time / 1000, UTC),
-    }
+    event_time = datetime.fromtimestamp(body.event_time / 1000, UTC)
+    limits.check_time(event_time, now, "eventBody.eventTime")
+    base = {**where, "conversation_id": body.conversation_id, "event_time": event_time}
     if isinstance(body, _TranscriptionBody):
-        return TranscriptPiece(**base, utterances=_customer_utterances(body, languages))
+        return TranscriptPiece(**base, utterances=_customer_utterances(body, languages, limits))
     if isinstance(body, _WrapupBody):
+        _utf8_size(body.queue_id, "eventBody.queueId")
         return WrapupPiece(**base, code=body.wrapup_code, queue=body.queue_id)
     assert isinstance(body, _DetailBody)
+    _utf8_size(body.media_type, "eventBody.mediaType")
     if kind is Topic.CUSTOMER_END:
+        _utf8_size(body.queue_id, "eventBody.queueId")
         return EndPiece(**base, media_type=body.media_type, queue=body.queue_id)
     return StartPiece(**base, media_type=body.media_type)
 
 
-def _normalized(value: bytes, languages: Collection[str], where: dict[str, Any]) -> Piece:
+def _normalized(
+    value: bytes,
+    languages: Collection[str],
+    where: dict[str, Any],
+    now: datetime | None,
+    limits: ParseLimits,
+) -> Piece:
     event = decode_event(value, expected=(InteractionRawEvent,))
     assert isinstance(event, InteractionRawEvent)
     interaction = event.payload
@@ -276,6 +334,8 @@ def _normalized(value: bytes, languages: Collection[str], where: dict[str, Any])
         completed_at = interaction.completed_at.astimezone(UTC)
     except OverflowError as exc:  # e.g. 0001-01-01T00:00+01:00
         raise PermanentError(f"payload.completed_at: {exc}", code="schema") from exc
+    limits.check_time(completed_at, now, "payload.completed_at")
+    _check_text_size(_utf8_size(interaction.text, "payload.text"), limits, "payload.text")
     return NormalizedPiece(
         **where,
         conversation_id=interaction.conversation_id,
@@ -287,9 +347,10 @@ def _normalized(value: bytes, languages: Collection[str], where: dict[str, Any])
 
 
 def _customer_utterances(
-    body: _TranscriptionBody, languages: Collection[str]
+    body: _TranscriptionBody, languages: Collection[str], limits: ParseLimits
 ) -> tuple[Utterance, ...]:
     kept = []
+    size = 0
     for result in body.transcripts:
         if not result.is_final or result.channel.upper() != "EXTERNAL" or not result.alternatives:
             continue
@@ -301,6 +362,10 @@ def _customer_utterances(
             raise PermanentError(
                 f"utterance {result.utterance_id!r} has no dialect", code="unknown_language"
             )
+        try:
+            size += len(text.encode("utf-8")) + 1  # and a space between utterances
+        except UnicodeEncodeError as exc:
+            raise _unencodable(f"utterance {result.utterance_id!r}", text, exc) from exc
         kept.append(
             Utterance(
                 utterance_id=result.utterance_id,
@@ -309,7 +374,35 @@ def _customer_utterances(
                 offset_ms=best.offset_ms,
             )
         )
+    _check_text_size(size - 1, limits, "the customer utterances of this message")
     return tuple(kept)
+
+
+def _utf8_size(text: str | None, what: str) -> int:
+    """The length of `text` in UTF-8; `unencodable_text` if it has none (a lone surrogate)."""
+    if text is None:
+        return 0
+    try:
+        return len(text.encode("utf-8"))
+    except UnicodeEncodeError as exc:
+        raise _unencodable(what, text, exc) from exc
+
+
+def _unencodable(what: str, text: str, exc: UnicodeEncodeError) -> PermanentError:
+    return PermanentError(
+        f"{what} cannot be encoded as UTF-8: {exc.reason} at character {exc.start} "
+        f"({text[exc.start : exc.end]!a}: a lone surrogate escape in the JSON?)",
+        code="unencodable_text",
+    )
+
+
+def _check_text_size(size: int, limits: ParseLimits, what: str) -> None:
+    if size > limits.max_text_bytes:
+        raise PermanentError(
+            f"{what}: {size} bytes of text, more than the {limits.max_text_bytes} accepted "
+            "for a whole conversation",
+            code="text_too_long",
+        )
 
 
 def _supported(tag: str, languages: Collection[str]) -> str:

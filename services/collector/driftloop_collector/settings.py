@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
+from driftloop_collector.genesys import DEFAULT_MAX_TEXT_BYTES
 from driftloop_common.encoder import DEFAULT_BATCH_SIZE
 from driftloop_common.events import ModelType
 from driftloop_common.settings import ServiceSettings, default_store_url
@@ -29,3 +30,13 @@ class CollectorSettings(ServiceSettings):
     max_wait_s: float = Field(default=1800.0, gt=0)
     max_open: int = Field(default=10_000, gt=0)
     wrapup_labels: dict[str, str] | None = None  # Genesys wrap-up code id → label name
+    # A conversation's text at most (UTF-8 bytes): one message over it is dead-lettered
+    # (`text_too_long`), pieces together over it are cut to it; the encoder reads 256 tokens
+    max_text_bytes: int = Field(default=DEFAULT_MAX_TEXT_BYTES, gt=0)
+    # Event times accepted around the broker's append time (else the service's clock);
+    # others are dead-lettered (`event_time_out_of_range`)
+    max_event_age_days: float = Field(default=400.0, gt=0)
+    max_event_ahead_days: float = Field(default=1.0, gt=0)
+    # The producer's max_request_size (aiokafka's default): a larger interaction.embedded
+    # record is dead-lettered (`event_too_large`) instead of failing the flush
+    max_event_bytes: int = Field(default=1_048_576, gt=0)
