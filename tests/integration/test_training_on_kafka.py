@@ -5,13 +5,16 @@
 - a redelivered `training.requested` creates one version, not two;
 - the tabular family goes through the same services;
 - `driftloop train` registers a version; a challenger trained on shuffled labels is
-  rejected by the evaluator with the failing rules named.
+  rejected by the evaluator with the failing rules named;
+- a `model.trained` naming a version that was deleted is dead-lettered by the evaluator
+  (`version_not_found`), which carries on.
 """
 
 from __future__ import annotations
 
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -19,6 +22,7 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
+from aiokafka import AIOKafkaConsumer
 from mlflow import MlflowClient
 
 from driftloop_common import registry, topics
@@ -26,6 +30,7 @@ from driftloop_common.events import (
     Event,
     ModelEvaluatedEvent,
     ModelKey,
+    ModelTrained,
     ModelTrainedEvent,
     TrainingRequested,
     TrainingRequestedEvent,
@@ -266,3 +271,56 @@ def test_cli_training_then_a_worse_challenger_is_rejected_with_the_rule_named(
     m = verdict.payload.metrics
     assert m["champion_macro_f1"] > m["challenger_macro_f1"] + 0.03
     assert client.get_model_version_by_alias(name, registry.CHAMPION).version == first.version
+
+
+async def dead_letter_of(
+    bootstrap: str, topic: str, event: Event, service: ServiceProcess, timeout_s: float
+) -> dict:
+    """The headers of `event`'s dead letter on `topic` (read from the beginning), while
+    `service` runs."""
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest"
+    )
+    await consumer.start()
+    try:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            assert service.proc is not None and service.proc.poll() is None, (
+                f"{service.module} exited:\n{service.log_tail()}"
+            )
+            for records in (await consumer.getmany(timeout_ms=500)).values():
+                for record in records:
+                    if str(event.event_id).encode() in (record.value or b""):
+                        return {k: v.decode() for k, v in record.headers}
+        raise AssertionError(f"no dead letter of {event.event_id} on {topic} in {timeout_s} s")
+    finally:
+        await consumer.stop()
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_a_model_trained_naming_a_deleted_version_is_dead_lettered(
+    kafka_bootstrap: str, mlflow_uri: str, services: Services, fresh_language: str
+) -> None:
+    name = f"intent-{fresh_language}"
+    client = MlflowClient(mlflow_uri)
+    client.create_registered_model(name)
+    version = client.create_model_version(name, source="s3://driftloop-test/none")
+    client.delete_model_version(name, version.version)
+    event = ModelTrainedEvent(
+        producer="test",
+        model_key=f"intent/{fresh_language}",
+        payload=ModelTrained(
+            request_event_id=uuid.uuid4(),
+            registered_model=name,
+            version=int(version.version),
+            semver="1.0.0",
+            run_id="gone",
+        ),
+    )
+    await produce(kafka_bootstrap, topics.MODEL_TRAINED, [event])
+    headers = await dead_letter_of(
+        kafka_bootstrap, topics.dlq(topics.MODEL_TRAINED), event, services.evaluator, TIMEOUT_S
+    )
+    assert headers["dlq.reason_code"] == "version_not_found", headers
+    assert headers["dlq.service"].startswith("evaluator")
+    assert services.evaluator.proc is not None and services.evaluator.proc.poll() is None

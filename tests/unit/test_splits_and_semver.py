@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from driftloop_common.errors import PermanentError
 from driftloop_common.modeling.splits import SPLITS, SplitConfig
 from driftloop_common.registry import VersionFacts, next_semver
 
@@ -60,6 +61,20 @@ def test_bad_split_configs_are_refused_with_a_reason(config: dict) -> None:
 def test_naive_as_of_is_refused() -> None:
     with pytest.raises(ValueError, match="timezone"):
         SplitConfig().windows(datetime(2026, 1, 1))
+
+
+@pytest.mark.parametrize(
+    "as_of",
+    [
+        datetime(1, 1, 1, tzinfo=UTC),  # 90 days before it is no date at all
+        datetime(1970, 2, 1, tzinfo=UTC),  # the train window would start before the epoch
+    ],
+)
+def test_an_as_of_no_window_fits_is_a_permanent_error(as_of: datetime) -> None:
+    with pytest.raises(PermanentError) as refused:
+        SplitConfig().windows(as_of)
+    assert refused.value.code == "invalid_as_of"
+    assert as_of.isoformat() in str(refused.value)
 
 
 def facts(*labels: str, family: str = "text-classifier", encoder: str = "minilm@fp32"):

@@ -6,6 +6,9 @@
 - Every version carries `driftloop.*` tags (below): its semantic version, the request that
   made it, its family, encoder and label set, so a version explains itself without the run.
 - One MLflow experiment per model key, named like the registered model.
+
+MLflow's errors are translated here (`mlflow_error`) into driftloop's tree, and their text
+never carries a password: MLflow quotes the request URL, credentials included.
 """
 
 from __future__ import annotations
@@ -13,10 +16,13 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from driftloop_common.errors import RetryableError
+from driftloop_common.errors import DriftloopError, PermanentError, RetryableError
+from driftloop_common.logs import MASK, mask, safe_uri
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -35,6 +41,8 @@ class Tag:
     REASON = "driftloop.reason"
     SEMVER = "driftloop.semver"
     VERSION = "driftloop.version"  # on a run: the model version registered from it
+    # On a run (deleted) that trained a request another run had already made a version for.
+    DUPLICATE_OF = "driftloop.duplicate_of"
     FAMILY = "driftloop.family"
     ENCODER = "driftloop.encoder"
     LABELS = "driftloop.labels"  # JSON list: the label set (classes or feature names)
@@ -90,6 +98,56 @@ def next_semver(previous: str | None, before: VersionFacts | None, now: VersionF
     return f"{major}.{minor}.{patch + 1}"
 
 
+_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^:/@\s]*):[^@/\s]*@")
+
+# Statuses of MLflow errors that say nothing about the request's content: the server or
+# the network (5xx, timeouts), a limit or a conflict (429, 408, 409, 499), or this service's
+# own credentials (401, 403). MLflow reports a refused connection as 500 (INTERNAL_ERROR),
+# and a 404 that names no resource (a wrong URI, a proxy) as ENDPOINT_NOT_FOUND.
+_RETRYABLE_STATUS = frozenset({401, 403, 408, 409, 429, 499})
+
+
+def scrub(text: str) -> str:
+    """`text` with the password of every URI in it masked, and every secret the logs know."""
+    return mask(_USERINFO.sub(lambda m: f"{m['scheme']}{m['user']}:{MASK}@", text))
+
+
+def mlflow_error(
+    exc: Exception, doing: str, *, uri: str, missing: str = "not_found"
+) -> DriftloopError:
+    """An MLflow (or network) error as driftloop's: raise the result `from exc`.
+
+    - the thing asked for does not exist (`RESOURCE_DOES_NOT_EXIST`): `PermanentError`
+      with the code `missing` (`version_not_found`): the input names what is not there;
+    - 5xx (a refused connection and a timeout among them), 401/403/408/409/429, a 404
+      that names no resource, and any error that is not MLflow's (an `OSError` from the
+      artifact store): `RetryableError`;
+    - any other 4xx (MLflow refuses the request as malformed): `PermanentError`.
+    """
+    from mlflow.exceptions import MlflowException
+
+    text = f"{doing}: MLflow at {safe_uri(uri)}: {scrub(str(exc))}"
+    if not isinstance(exc, MlflowException):
+        return RetryableError(text)
+    if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+        return PermanentError(text, code=missing)
+    status = exc.get_http_status_code()
+    if status >= 500 or status in _RETRYABLE_STATUS or exc.error_code == "ENDPOINT_NOT_FOUND":
+        return RetryableError(text)
+    return PermanentError(text, code="mlflow_rejected")
+
+
+@contextmanager
+def translated(doing: str, *, uri: str, missing: str = "not_found") -> Iterator[None]:
+    """Run a block of MLflow calls with their errors translated by `mlflow_error`."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        yield
+    except (MlflowException, OSError) as exc:
+        raise mlflow_error(exc, doing, uri=uri, missing=missing) from exc
+
+
 def client(tracking_uri: str, registry_uri: str | None = None) -> MlflowClient:
     # Services log as JSON lines: MLflow's tqdm bars would interleave with them. A version
     # pins its requirements; the project's uv.lock is not copied into every version.
@@ -109,7 +167,9 @@ def version_by_alias(client: MlflowClient, name: str, alias: str) -> ModelVersio
     except MlflowException as exc:
         if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
             return None
-        raise RetryableError(f"MLflow: cannot read alias {alias} of {name}: {exc}") from exc
+        raise mlflow_error(
+            exc, f"cannot read alias {alias} of {name}", uri=client.tracking_uri
+        ) from exc
 
 
 def versions(client: MlflowClient, name: str, **tags: str) -> list[ModelVersion]:
@@ -122,9 +182,10 @@ def versions(client: MlflowClient, name: str, **tags: str) -> list[ModelVersion]
 
 def version_for_request(client: MlflowClient, name: str, request_id: str) -> ModelVersion | None:
     """The version a training request already produced (a redelivered request must not
-    train twice)."""
+    train twice). Two members that trained one request at once may both have registered:
+    the oldest version is the request's, the one every member publishes."""
     found = versions(client, name, **{Tag.REQUEST: request_id})
-    return found[0] if found else None
+    return found[-1] if found else None
 
 
 def latest_version(client: MlflowClient, name: str) -> ModelVersion | None:

@@ -12,6 +12,11 @@ For `model.trained` (version v of model M):
 
 The challenger's mean confidence on recent traffic is the level the rollback-watcher later
 compares live predictions against (`confidence` metric, `driftloop.confidence` tag).
+
+Trust: loading a model unpickles it, so the registered model is derived from the event's
+`model_key`, never taken from the payload: a payload naming another one is refused
+(`model_mismatch`) before MLflow is asked anything. A version (or run) that does not exist
+is permanent (`version_not_found`, → DLQ); MLflow down or failing is retried.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ import mlflow.pyfunc
 import numpy as np
 
 from driftloop_common import registry
-from driftloop_common.errors import PermanentError, RetryableError
+from driftloop_common.errors import PermanentError
 from driftloop_common.events import (
     EncoderInfo,
     ModelEvaluated,
@@ -81,13 +86,17 @@ class Evaluator:
 
     def evaluate(self, event: ModelTrainedEvent) -> ModelEvaluatedEvent:
         p = event.payload
-        name = p.registered_model
-        try:
+        name = registered_model(event)
+        uri = self.config.tracking_uri
+        with registry.translated(
+            f"reading {name} v{p.version}", uri=uri, missing="version_not_found"
+        ):
             challenger = self.client.get_model_version(name, str(p.version))
+        with registry.translated(
+            f"reading the run of {name} v{p.version}", uri=uri, missing="run_not_found"
+        ):
             params = self.client.get_run(challenger.run_id).data.params
-            champion = registry.version_by_alias(self.client, name, registry.CHAMPION)
-        except Exception as exc:  # MLflow down or the version is gone
-            raise RetryableError(f"MLflow at {self.config.tracking_uri}: {exc}") from exc
+        champion = registry.version_by_alias(self.client, name, registry.CHAMPION)
         if champion is not None and champion.version == challenger.version:
             champion = None  # already live (a re-evaluation): nothing to compare against
         try:
@@ -243,10 +252,11 @@ class Evaluator:
         return Outcome(verdict, {"test_rows": float(rows)}, [])
 
     def _load(self, name: str, version: str) -> Any:
-        try:
+        uri = self.config.tracking_uri
+        with registry.translated(
+            f"loading {name} v{version}", uri=uri, missing="version_not_found"
+        ):
             loaded = mlflow.pyfunc.load_model(f"models:/{name}/{version}")
-        except Exception as exc:
-            raise RetryableError(f"cannot load {name} v{version}: {exc}") from exc
         return loaded.unwrap_python_model()
 
     def _record(
@@ -262,7 +272,11 @@ class Evaluator:
             markdown_table(["number", "value"], sorted(outcome.metrics.items())),
             *outcome.report,
         ]
-        try:
+        with registry.translated(
+            f"recording the evaluation of {name} v{version}",
+            uri=self.config.tracking_uri,
+            missing="run_not_found",
+        ):
             for key, value in outcome.metrics.items():
                 self.client.log_metric(challenger.run_id, f"eval_{key}", value)
             with tempfile.TemporaryDirectory() as tmp:
@@ -278,8 +292,19 @@ class Evaluator:
                 self.client.set_model_version_tag(
                     name, version, Tag.CONFIDENCE, f"{outcome.metrics['confidence']:.6f}"
                 )
-        except Exception as exc:
-            raise RetryableError(f"MLflow at {self.config.tracking_uri}: {exc}") from exc
+
+
+def registered_model(event: ModelTrainedEvent) -> str:
+    """The registered model `event` may name: its model key's. Anything else is refused
+    before it is loaded (a pickle from a model this event has no business with)."""
+    name = event.model_key.registered_model
+    if event.payload.registered_model != name:
+        raise PermanentError(
+            f"model.trained for {event.model_key} names the registered model "
+            f"{event.payload.registered_model!r}, not {name!r}",
+            code="model_mismatch",
+        )
+    return name
 
 
 def _predict(model: TextClassifier, examples: TextExamples, stored: EncoderInfo) -> Any:

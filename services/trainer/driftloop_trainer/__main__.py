@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from datetime import timedelta
+
 from driftloop_common import topics
 from driftloop_common.events import TrainingRequestedEvent, decode_event
 from driftloop_common.metrics import LoopMetrics
@@ -11,7 +14,7 @@ from driftloop_common.service import Record
 from driftloop_common.settings import load_settings
 from driftloop_trainer.service import TrainerMetrics, TrainerService
 from driftloop_trainer.settings import TrainerSettings
-from driftloop_trainer.training import Trainer, TrainerConfig
+from driftloop_trainer.training import Trainer, TrainerConfig, request_time
 
 
 def trainer_config(settings: TrainerSettings) -> TrainerConfig:
@@ -34,21 +37,31 @@ def trainer_config(settings: TrainerSettings) -> TrainerConfig:
         fine_tune=settings.fine_tune,
         fine_tune_epochs=settings.fine_tune_epochs,
         seed=settings.seed,
+        max_as_of_ahead=timedelta(hours=settings.max_as_of_ahead_hours),
     )
 
 
-def decode(record: Record) -> TrainingRequestedEvent:
-    return decode_event(record.value or b"", expected=(TrainingRequestedEvent,))
+def decoder(config: TrainerConfig) -> Callable[[Record], TrainingRequestedEvent]:
+    """Decodes a `training.requested` and checks its times (year 1, year 9999: `InvalidAsOf`,
+    to the DLQ) before anything reads MLflow or the store."""
+
+    def decode(record: Record) -> TrainingRequestedEvent:
+        request = decode_event(record.value or b"", expected=(TrainingRequestedEvent,))
+        request_time(request, config)
+        return request
+
+    return decode
 
 
 def main() -> None:
     settings = load_settings(TrainerSettings)
     metrics = LoopMetrics(settings.service_name)
-    service = TrainerService(Trainer(trainer_config(settings)), TrainerMetrics(metrics))
+    config = trainer_config(settings)
+    service = TrainerService(Trainer(config), TrainerMetrics(metrics))
     run_service(
         settings,
         topics=[topics.TRAINING_REQUESTED],
-        decode=decode,
+        decode=decoder(config),
         handle=service.handle,
         metrics=metrics,
         busy_heartbeat_s=settings.busy_heartbeat_s,

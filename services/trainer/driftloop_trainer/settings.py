@@ -25,6 +25,8 @@ class TrainerSettings(ServiceSettings):
     fine_tune: str = Field(default="false", pattern="^(true|false|auto)$")
     fine_tune_epochs: int = Field(default=3, gt=0)
     seed: int = 0
+    # A request whose as_of (or occurred_at) lies further ahead of now is dead-lettered.
+    max_as_of_ahead_hours: float = Field(default=24.0, ge=0)
     # A training takes minutes: the consumer must not be thrown out of its group meanwhile,
     # and the service keeps its heartbeat while it works.
     max_poll_interval_ms: int = Field(default=3_600_000, gt=0)

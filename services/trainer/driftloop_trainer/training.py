@@ -7,7 +7,13 @@ and the row counts) when the data cannot make a model.
 
 Idempotent: the version is tagged with the request's event id; a request that already
 produced a version (a redelivery, or a crash after registration) returns that version's
-`model.trained` again instead of training twice.
+`model.trained` again instead of training twice. The check runs before training and again
+right before registering: after a rebalance two members can train the same request at
+once, and the first version registered wins (the other run is deleted, tagged
+`driftloop.duplicate_of`, and its member publishes the winner's `model.trained`).
+
+The request's time T is input: one no split window can be computed for (year 1), or more
+than `max_as_of_ahead` after now (year 9999), is refused with `InvalidAsOf` (→ DLQ).
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ import shutil
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +41,7 @@ from driftloop_common.events import (
     TrainingFailedEvent,
     TrainingRequestedEvent,
 )
-from driftloop_common.modeling.splits import SplitConfig, Window
+from driftloop_common.modeling.splits import EPOCH, InvalidAsOf, SplitConfig, Window
 from driftloop_common.registry import Tag, VersionFacts
 from driftloop_trainer.families import CannotTrain, Family, FittedModel, family_for
 
@@ -59,6 +65,29 @@ class TrainerConfig:
     fine_tune_epochs: int = 3
     seed: int = 0
     registry_uri: str | None = None
+    # How far after now a request's time may lie (clock skew); later is refused.
+    max_as_of_ahead: timedelta = timedelta(days=1)
+
+
+def request_time(
+    request: TrainingRequestedEvent, config: TrainerConfig, now: datetime | None = None
+) -> datetime:
+    """The request's T (`as_of`, else when it was made), or `InvalidAsOf` when the request's
+    times make no sense: later than `max_as_of_ahead` after now (no data exists for it; an
+    `occurred_at` there would also never be coalesced), a request made before the epoch
+    (it would be coalesced away for good), or a T whose split windows cannot be computed."""
+    limit = (now or datetime.now(UTC)) + config.max_as_of_ahead
+    for what, moment in (("as_of", request.payload.as_of), ("occurred_at", request.occurred_at)):
+        if moment is not None and moment > limit:
+            raise InvalidAsOf(
+                f"{what} {moment.isoformat()} is more than {config.max_as_of_ahead} "
+                "after now: no data exists for it"
+            )
+    if request.occurred_at < EPOCH:
+        raise InvalidAsOf(f"occurred_at {request.occurred_at.isoformat()} is before {EPOCH}")
+    as_of = request.payload.as_of or request.occurred_at
+    config.splits.windows(as_of)  # raises InvalidAsOf
+    return as_of
 
 
 class Trainer:
@@ -97,22 +126,25 @@ class Trainer:
         return self._record(request, as_of, windows, family, fitted, started)
 
     def as_of(self, request: TrainingRequestedEvent) -> datetime:
-        return request.payload.as_of or request.occurred_at
+        return request_time(request, self.config)
 
     def last_started(self, request: TrainingRequestedEvent) -> datetime | None:
         """When the newest *completed* training of this model key started (coalescing
         reads it). A run that failed midway covers no request."""
-        experiment = self.client.get_experiment_by_name(request.model_key.registered_model)
-        if experiment is None:
-            return None
-        runs = self.client.search_runs(
-            [experiment.experiment_id],
-            filter_string=(
-                f"tags.`{Tag.MODEL_KEY}` = '{request.model_key}' AND attributes.status = 'FINISHED'"
-            ),
-            order_by=["attributes.start_time DESC"],
-            max_results=1,
-        )
+        name = request.model_key.registered_model
+        with registry.translated(f"reading the runs of {name}", uri=self.config.tracking_uri):
+            experiment = self.client.get_experiment_by_name(name)
+            if experiment is None:
+                return None
+            runs = self.client.search_runs(
+                [experiment.experiment_id],
+                filter_string=(
+                    f"tags.`{Tag.MODEL_KEY}` = '{request.model_key}' "
+                    "AND attributes.status = 'FINISHED'"
+                ),
+                order_by=["attributes.start_time DESC"],
+                max_results=1,
+            )
         if not runs:
             return None
         return datetime.fromtimestamp(runs[0].info.start_time / 1000, UTC)
@@ -123,16 +155,23 @@ class Trainer:
         A crash between registering and aliasing leaves the newest version without its
         `challenger` alias: it is set here again."""
         name = request.model_key.registered_model
-        version = registry.version_for_request(self.client, name, str(request.event_id))
-        if version is None:
-            return None
-        latest = registry.latest_version(self.client, name)
-        if latest is not None and latest.version == version.version:
-            self.client.set_registered_model_alias(name, registry.CHALLENGER, version.version)
-        run = self.client.get_run(version.run_id)
+        with registry.translated(
+            f"reading the version of request {request.event_id}", uri=self.config.tracking_uri
+        ):
+            version = self._first_version(request)
+            if version is None:
+                return None
+            latest = registry.latest_version(self.client, name)
+            if latest is not None and latest.version == version.version:
+                self.client.set_registered_model_alias(name, registry.CHALLENGER, version.version)
+            run = self.client.get_run(version.run_id)
         return self._trained_event(request, version, run.data.metrics)
 
     # --------------------------------------------------------------- internals
+
+    def _first_version(self, request: TrainingRequestedEvent) -> Any:
+        name = request.model_key.registered_model
+        return registry.version_for_request(self.client, name, str(request.event_id))
 
     def _trained_event(
         self, request: TrainingRequestedEvent, version: Any, metrics: dict[str, float]
@@ -161,9 +200,10 @@ class Trainer:
         started: datetime,
     ) -> Event:
         name = request.model_key.registered_model
-        experiment_id = registry.ensure_experiment(self.client, name)
+        with registry.translated(f"preparing the run of {name}", uri=self.config.tracking_uri):
+            experiment_id = registry.ensure_experiment(self.client, name)
+            previous = registry.latest_version(self.client, name)
         facts = VersionFacts(family=family.name, encoder=family.encoder_id, labels=fitted.labels)
-        previous = registry.latest_version(self.client, name)
         semver = registry.next_semver(
             previous.tags.get(Tag.SEMVER) if previous else None,
             VersionFacts.from_tags(previous.tags) if previous else None,
@@ -189,6 +229,7 @@ class Trainer:
         if self.config.registry_uri:
             mlflow.set_registry_uri(self.config.registry_uri)
         run_name = f"{request.payload.reason.value}-{as_of:%Y%m%dT%H%M}"
+        earlier = None  # a version of this request another member registered meanwhile
         try:
             # The run starts when the training started (before reading data): coalescing
             # compares request times with it.
@@ -219,14 +260,44 @@ class Trainer:
                     input_example=fitted.input_example,
                     artifacts=fitted.model_artifacts,
                 )
-                version = mlflow.register_model(info.model_uri, name, tags=tags)
-                self.client.set_registered_model_alias(name, registry.CHALLENGER, version.version)
-                mlflow.set_tag(Tag.VERSION, version.version)
+                # Checked again: after a rebalance another member may have trained this
+                # request while this one did, and registered first.
+                earlier = self._first_version(request)
+                if earlier is None:
+                    version = mlflow.register_model(info.model_uri, name, tags=tags)
+                    # Both may have passed the check at once: the oldest version wins.
+                    first = self._first_version(request)
+                    if first is not None and first.version != version.version:
+                        self.client.delete_model_version(name, version.version)
+                        earlier = first
+                if earlier is None:
+                    self.client.set_registered_model_alias(
+                        name, registry.CHALLENGER, version.version
+                    )
+                    mlflow.set_tag(Tag.VERSION, version.version)
+                else:
+                    mlflow.set_tag(Tag.DUPLICATE_OF, earlier.version)
+            if earlier is not None:
+                self.client.delete_run(run.info.run_id)
         except (OSError, mlflow.exceptions.MlflowException) as exc:
-            raise RetryableError(f"MLflow at {self.config.tracking_uri}: {exc}") from exc
+            raise registry.mlflow_error(
+                exc, f"recording the training of {name}", uri=self.config.tracking_uri
+            ) from exc
         finally:
             for path in (fitted.model_artifacts or {}).values():
                 shutil.rmtree(path, ignore_errors=True)  # logged with the version, or lost
+        if earlier is not None:
+            log.warning(
+                "%s: request %s was trained twice (a rebalance); version %s registered by "
+                "another run stands, run %s is deleted",
+                name,
+                request.event_id,
+                earlier.version,
+                run.info.run_id,
+            )
+            if (done := self.existing(request)) is None:
+                raise RetryableError(f"{name} v{earlier.version} vanished while it was read")
+            return done
         log.info(
             "%s: version %s (%s) registered from run %s as %s",
             name,
@@ -235,7 +306,10 @@ class Trainer:
             run.info.run_id,
             registry.CHALLENGER,
         )
-        version = self.client.get_model_version(name, version.version)
+        with registry.translated(
+            f"reading {name} v{version.version}", uri=self.config.tracking_uri
+        ):
+            version = self.client.get_model_version(name, version.version)
         return self._trained_event(request, version, fitted.metrics)
 
 

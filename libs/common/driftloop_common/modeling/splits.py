@@ -3,15 +3,29 @@
 For a request at time T (default): train `[T-90d, T-30d)`, validation `[T-30d, T-7d)`,
 test `[T-7d, T-1d)`. Windows are half-open and ordered, so no row can fall in two splits
 and nothing after `T-1d` is used (the last day may still be missing labels).
+
+T comes from an event (`as_of`, or the request's `occurred_at`), so it is input: a T whose
+windows cannot be computed (year 1) or reach back before the Unix epoch (the store, MLflow
+and Parquet count time from it) is refused with `InvalidAsOf`, a `PermanentError`: such a
+request goes to the DLQ instead of failing the same way on every redelivery.
 """
 
 from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+
+from driftloop_common.errors import PermanentError
 
 SPLITS = ("train", "validation", "test")
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+class InvalidAsOf(PermanentError):
+    """A request time no split window can be computed for."""
+
+    code = "invalid_as_of"
 
 
 @dataclass(frozen=True)
@@ -52,7 +66,19 @@ class SplitConfig:
         if as_of.tzinfo is None:
             raise ValueError(f"as_of must be timezone-aware, got {as_of.isoformat()}")
         spans = (self.train_days, self.validation_days, self.test_days)
-        return {
-            name: Window(as_of - timedelta(days=begin), as_of - timedelta(days=end))
-            for name, (begin, end) in zip(SPLITS, spans, strict=True)
-        }
+        try:
+            windows = {
+                name: Window(as_of - timedelta(days=begin), as_of - timedelta(days=end))
+                for name, (begin, end) in zip(SPLITS, spans, strict=True)
+            }
+        except OverflowError as exc:
+            raise InvalidAsOf(
+                f"as_of {as_of.isoformat()}: the split windows reach {self.train_days[0]} days "
+                "before it, outside the range of dates"
+            ) from exc
+        if windows["train"].start < EPOCH:
+            raise InvalidAsOf(
+                f"as_of {as_of.isoformat()}: the train window would start "
+                f"{windows['train'].start.isoformat()}, before {EPOCH.date()}"
+            )
+        return windows
