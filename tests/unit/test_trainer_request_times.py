@@ -103,3 +103,12 @@ def test_such_requests_reach_the_dlq_and_the_next_request_is_handled(tmp_path: P
         good.event_id
     )
     assert consumer.committed[TopicPartition(TOPIC, 0)] == len(records)
+
+
+def test_long_handlers_note_each_record_in_flight_by_default() -> None:
+    from driftloop_common.settings import ServiceSettings
+    from driftloop_evaluator.settings import EvaluatorSettings
+    from driftloop_trainer.settings import TrainerSettings
+
+    assert TrainerSettings().track_in_flight and EvaluatorSettings().track_in_flight
+    assert not ServiceSettings().track_in_flight  # a commit per record: not for the stream

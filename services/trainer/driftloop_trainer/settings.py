@@ -31,3 +31,6 @@ class TrainerSettings(ServiceSettings):
     # and the service keeps its heartbeat while it works.
     max_poll_interval_ms: int = Field(default=3_600_000, gt=0)
     busy_heartbeat_s: float = Field(default=5.0, gt=0)
+    # One record is minutes of work: note each in Kafka before handling it, so a request
+    # that kills the process (OOM) is dead-lettered after max_handler_failures deaths.
+    track_in_flight: bool = True
