@@ -119,3 +119,21 @@ def test_baseline_projection_explains_the_requested_variance(baseline: DriftBase
         Traffic().sample(600, np.random.default_rng(5))[0], encoder=ENCODER, raw_dimensions=True
     )
     assert raw.projection.k == 48
+
+
+def test_rows_before_1970_are_counted_and_sampled_like_any_others(
+    baseline: DriftBaseline,
+) -> None:
+    """An hour before 1970 has a negative bucket key; numpy refuses negative seeds."""
+    from datetime import UTC, datetime
+
+    x, labels = Traffic().sample(400, np.random.default_rng(7))
+    when = times(400, datetime(1969, 12, 31, 23, 0, tzinfo=UTC), timedelta(minutes=59))
+    window = SlidingWindow(baseline, sample_size=100)
+    window.add(x, when, labels)
+    snap = window.snapshot()
+    assert snap.rows == 400
+    assert snap.sample.shape == (100, baseline.projection.k)
+    again = SlidingWindow(baseline, sample_size=100)
+    again.add(x, when, labels)
+    np.testing.assert_array_equal(again.snapshot().sample, snap.sample)  # replayable

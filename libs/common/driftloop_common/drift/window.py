@@ -106,7 +106,7 @@ class SlidingWindow:
     def _offer(self, bucket: _Bucket, key: int, rows: NDArray[np.float32]) -> None:
         """Reservoir sampling (Algorithm R), vectorized and seeded per bucket so a replay
         of the same events gives the same sample."""
-        rng = np.random.default_rng([self.seed, key, bucket.seen])
+        rng = np.random.default_rng([self.seed, _seedable(key), bucket.seen])
         held = 0 if bucket.sample is None else bucket.sample.shape[0]
         room = min(self.sample_size - held, rows.shape[0])
         if room > 0:
@@ -155,7 +155,7 @@ class SlidingWindow:
         """Draw from each bucket's reservoir in proportion to its share of the window."""
         if rows == 0:
             return np.zeros((0, self.baseline.projection.k), np.float32)
-        rng = np.random.default_rng([self.seed, self._bucket_index(end)])
+        rng = np.random.default_rng([self.seed, _seedable(self._bucket_index(end))])
         keys = [k for k in sorted(live) if live[k].sample is not None]
         available = np.array([live[k].sample.shape[0] for k in keys])
         wanted = min(self.sample_size, int(available.sum()))
@@ -182,3 +182,8 @@ class SlidingWindow:
             b.counts.nbytes + (0 if b.sample is None else b.sample.nbytes)
             for b in self._buckets.values()
         )
+
+
+def _seedable(key: int) -> int:
+    """numpy seeds are non-negative; an hour before 1970 has a negative bucket key."""
+    return key & 0xFFFF_FFFF_FFFF_FFFF
