@@ -50,7 +50,7 @@ def embedded(key: ModelKey, n: int, rng, start: datetime, weights=None) -> list:
 
 
 class Monitor:
-    def __init__(self, bootstrap: str, name: str, log: Path) -> None:
+    def __init__(self, bootstrap: str, name: str, log: Path, **env: str) -> None:
         self.log = log
         self.port = free_port()
         self.env = {
@@ -63,6 +63,7 @@ class Monitor:
             "DRIFTLOOP_MIN_ROWS": "500",
             "DRIFTLOOP_DETECTORS": '["component_psi", "label"]',
             "DRIFTLOOP_POLL_TIMEOUT_MS": "200",
+            **env,
         }
         self.proc: subprocess.Popen | None = None
 
@@ -94,14 +95,19 @@ class Monitor:
             raise AssertionError("drift-monitor never became ready")
 
     async def checks(self, key: ModelKey, result: str) -> float:
+        return await self.metric("driftloop_drift_checks_total", model_key=key, result=result)
+
+    async def metric(self, name: str, **labels: object) -> float:
         async with httpx.AsyncClient(timeout=2) as http:
             text = (await http.get(f"http://127.0.0.1:{self.port}/metrics")).text
-        pattern = (
-            rf'driftloop_drift_checks_total\{{model_key="{re.escape(str(key))}",'
-            rf'result="{result}"\}} ([0-9.]+)'
-        )
-        match = re.search(pattern, text)
+        wanted = ",".join(f'{k}="{re.escape(str(v))}"' for k, v in labels.items())
+        match = re.search(rf"^{name}\{{{wanted}\}} ([0-9.e+-]+)$", text, re.MULTILINE)
         return float(match.group(1)) if match else 0.0
+
+    async def readyz(self) -> tuple[int, dict]:
+        async with httpx.AsyncClient(timeout=2) as http:
+            answer = await http.get(f"http://127.0.0.1:{self.port}/readyz")
+        return answer.status_code, answer.json()
 
     def kill(self) -> None:
         if self.proc and self.proc.poll() is None:
@@ -191,6 +197,76 @@ async def test_shifted_key_drifts_stable_key_does_not_and_a_restart_changes_noth
         assert [r["payload"]["new_label"] for r in found] == ["crypto_wallet"]
     finally:
         monitor.kill()
+
+
+async def test_while_mlflow_answers_503_the_key_waits_unready_then_uses_the_champion(
+    kafka_bootstrap: str, mlflow_uri: str, fresh_name, tmp_path: Path
+) -> None:
+    from tests.integration.test_drift_monitor_baselines_on_mlflow import Proxy, register
+
+    await make_topics(kafka_bootstrap, *topics.ALL_TOPICS)
+    key = ModelKey.parse(f"intent/xw-{uuid.uuid4().hex[:8]}")
+    register(mlflow_uri, key, tmp_path / "champion", baseline=True, alias=True)
+    proxy = Proxy(mlflow_uri)
+    proxy.failing = ("/api/",)  # every MLflow call: 503
+    log = tmp_path / "monitor.log"
+    monitor = Monitor(
+        kafka_bootstrap,
+        fresh_name("drift-monitor"),
+        log,
+        DRIFTLOOP_MLFLOW__TRACKING_URI=f"http://driftloop:s3cret-pw@127.0.0.1:{proxy.port}",
+        DRIFTLOOP_BASELINE_RETRY_MAX_S="1",
+        DRIFTLOOP_BOOTSTRAP_ROWS="500",  # fewer rows than sent: a bootstrap would happen
+    )
+    monitor.start()
+    try:
+        await monitor.ready()
+        rows = embedded(key, 1200, np.random.default_rng(7), datetime.now(UTC) - timedelta(hours=5))
+        await produce(kafka_bootstrap, topics.INTERACTIONS_EMBEDDED, rows)
+
+        state = {"model_key": key, "state": "unavailable"}
+        await wait_for_async(
+            lambda: monitor.metric("driftloop_drift_baseline_state", **state),
+            "the key's baseline to show as unavailable",
+        )
+        status, body = await monitor.readyz()
+        assert (status, body["checks"]["drift_baselines_available"]) == (503, False)
+
+        async def all_waiting() -> float:
+            return float(
+                await monitor.metric("driftloop_drift_pending_rows", model_key=key) == 1200
+            )
+
+        await wait_for_async(all_waiting, "the 1200 rows to wait for the baseline")
+        assert await monitor.metric("driftloop_drift_baseline_load_failures_total", model_key=key)
+
+        proxy.failing = ()  # MLflow is back
+
+        async def checked() -> float:
+            return await monitor.checks(key, "stable") + await monitor.checks(key, "drift")
+
+        await wait_for_async(checked, "a check against the champion's baseline")
+
+        async def ready() -> float:  # other tests' keys on the topic wait out their backoff
+            return float((await monitor.readyz())[0] == 200)
+
+        await wait_for_async(ready, "/readyz once every baseline could be asked for")
+        loaded = {"model_key": key, "state": "loaded"}
+        assert await monitor.metric("driftloop_drift_baseline_state", **loaded) == 1
+        assert await monitor.metric("driftloop_drift_pending_rows", model_key=key) == 0
+        # All 1200 rows, observed at once when the baseline came: none was lost waiting.
+        assert await monitor.metric("driftloop_drift_window_rows", model_key=key) == 1200
+    finally:
+        monitor.kill()
+        proxy.close()
+    lines = log.read_text().splitlines()
+    records = [json.loads(line) for line in lines]  # every line is a JSON log record
+    messages = [r["message"] for r in records]
+    assert f"baseline for {key}: {key.registered_model} v1" in "\n".join(messages)
+    assert not [m for m in messages if "bootstrap" in m and str(key) in m]
+    # The history replay logs through the service's JSON logging (it runs in `on_start`).
+    assert any(re.match(r"restored \d+ earlier training requests", m) for m in messages)
+    assert "s3cret-pw" not in log.read_text()
 
 
 async def wait_for_async(probe, what: str, timeout_s: float = 90) -> None:

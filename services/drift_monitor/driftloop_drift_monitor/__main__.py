@@ -1,16 +1,28 @@
 """`python -m driftloop_drift_monitor` (or `driftloop service drift-monitor`).
 
-Kafka wiring of `DriftMonitor`: embedded interactions are buffered and observed once per
-poll (batched projection and binning); promotions and rollbacks reload the key's
-baseline. Nothing is kept only in memory: on every partition assignment the window is
-rebuilt by seeking `interactions.embedded` to `now - window` (`offsets_for_times`), and
-cooldowns are restored from the `training.requested` history at start-up.
+Kafka wiring of `DriftMonitor`: embedded interactions are buffered per model key and
+observed once per poll (batched projection and binning); promotions and rollbacks reload
+the key's baseline. Nothing is kept only in memory: on every partition assignment the
+window is rebuilt by seeking `interactions.embedded` to `now - window`
+(`offsets_for_times`), and cooldowns are restored from the `training.requested` history
+at start-up (in the runtime's `on_start`, once logging and redaction are set up).
+
+No error loses a batch: a key's buffered rows are released only once `observe_key`
+succeeded for them, so the loop's retry of a failed flush sees the same rows (decisions
+of keys already observed are kept and published with the next successful flush).
+While a key's baseline cannot be loaded (MLflow down), its rows stay buffered, at most
+`baseline_pending_max_rows` of them; the other keys go on, `/readyz` answers 503
+(`drift_baselines_available`) and `driftloop_drift_baseline_state{state="unavailable"}`
+is 1 for the key. Past that bound the flush raises `RetryableError`: the loop retries,
+then the process exits, and the restart rebuilds the windows from Kafka by time — the
+rows are not lost, only re-read.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -21,10 +33,12 @@ from threadpoolctl import threadpool_limits
 from driftloop_common import topics
 from driftloop_common.drift.detect import DetectorConfig
 from driftloop_common.encoder import MODEL_ID
+from driftloop_common.errors import RetryableError
 from driftloop_common.events import (
     EncoderInfo,
     Event,
     InteractionEmbeddedEvent,
+    ModelKey,
     ModelPromotedEvent,
     ModelRolledBackEvent,
     TrainingRequestedEvent,
@@ -39,7 +53,15 @@ from driftloop_drift_monitor.baselines import (
     MlflowBaselineSource,
     StoreBaselineSource,
 )
-from driftloop_drift_monitor.monitor import SERVICE, BaselineSource, DriftMonitor, MonitorConfig
+from driftloop_drift_monitor.monitor import (
+    BASELINE_STATES,
+    SERVICE,
+    SKIP_REASONS,
+    BaselineSource,
+    BaselineUnavailable,
+    DriftMonitor,
+    MonitorConfig,
+)
 from driftloop_drift_monitor.settings import DriftMonitorSettings
 
 log = logging.getLogger(__name__)
@@ -58,6 +80,10 @@ def monitor_config(settings: DriftMonitorSettings) -> MonitorConfig:
         pca_variance=settings.pca_variance,
         max_components=settings.max_components,
         raw_dimensions=settings.raw_dimensions,
+        max_ahead=timedelta(hours=settings.max_ahead_hours),
+        dedup_max_ids=settings.dedup_max_ids,
+        baseline_retry_initial=timedelta(seconds=settings.baseline_retry_initial_s),
+        baseline_retry_max=timedelta(seconds=settings.baseline_retry_max_s),
         detector=DetectorConfig(
             alpha=settings.alpha,
             detectors=settings.detectors,
@@ -92,7 +118,35 @@ class DriftMetrics:
             registry=r,
         )
 
-    def update(self, monitor: DriftMonitor, checked: set[str]) -> None:
+        self.baseline_state = Gauge(
+            "driftloop_drift_baseline_state",
+            "1 for the state of each key's baseline (loaded, bootstrapping, unavailable).",
+            ["model_key", "state"],
+            registry=r,
+        )
+        self.baseline_failures = Counter(
+            "driftloop_drift_baseline_load_failures_total",
+            "Failed baseline loads (MLflow or store errors) per model key.",
+            ["model_key"],
+            registry=r,
+        )
+        self.pending_rows = Gauge(
+            "driftloop_drift_pending_rows",
+            "Rows buffered for a key whose baseline is unavailable.",
+            ["model_key"],
+            registry=r,
+        )
+        self.skipped = Counter(
+            "driftloop_drift_skipped_rows_total",
+            "Rows left out of a window, by reason (encoder, dimension, nonfinite, time, "
+            "duplicate).",
+            ["model_key", "reason"],
+            registry=r,
+        )
+        self._counted: dict[object, int] = {}  # what the monitor's counters were last time
+        self._labels: set[str] = set()  # keys shown so far
+
+    def update(self, monitor: DriftMonitor, checked: set[str], pending: dict[str, int]) -> None:
         for key, state in monitor.keys.items():
             label = str(key)
             report = state.last_report
@@ -105,6 +159,23 @@ class DriftMetrics:
                     self.null_quantile.labels(label, score.statistic).set(score.null_quantile)
             if label in checked:
                 self.decisions.labels(label, "drift" if report.drifted else "stable").inc()
+        states = {str(key): status.state for key, status in monitor.baselines.items()}
+        self._labels |= states.keys() | pending.keys()
+        for label in self._labels:  # a reloaded key (no state until fetched) shows zeros
+            for name in BASELINE_STATES:
+                self.baseline_state.labels(label, name).set(states.get(label) == name)
+            self.pending_rows.labels(label).set(pending.get(label, 0))
+        for key, failures in monitor.load_failures.items():
+            self._inc(self.baseline_failures.labels(str(key)), key, failures)
+        for (key, reason), n in monitor.skipped.items():
+            if reason in SKIP_REASONS:
+                self._inc(self.skipped.labels(str(key), reason), (key, reason), n)
+
+    def _inc(self, counter: Any, name: object, total: int) -> None:
+        """Bring `counter` up to the monitor's running `total`."""
+        if total > self._counted.get(name, 0):
+            counter.inc(total - self._counted.get(name, 0))
+            self._counted[name] = total
 
 
 class DriftMonitorService:
@@ -115,7 +186,12 @@ class DriftMonitorService:
         self.monitor = DriftMonitor(monitor_config(settings), source)
         self.metrics = LoopMetrics(settings.service_name)
         self.drift_metrics = DriftMetrics(self.metrics)
-        self._buffer: list[InteractionEmbeddedEvent] = []
+        # Rows not yet observed, per key: released only once `observe_key` succeeded.
+        self._buffer: dict[ModelKey, list[InteractionEmbeddedEvent]] = {}
+        # Decisions of keys a failed flush had already observed: published by the next one.
+        self._ready: list[Event] = []
+        self._lock = asyncio.Lock()  # a reassignment waits for the flush's worker thread
+        self._baselines_ok = True
         self.restored_requests = 0
 
     def decode(self, record: Record) -> Event:
@@ -123,7 +199,7 @@ class DriftMonitorService:
 
     async def handle(self, event: Event) -> list[Event]:
         if isinstance(event, InteractionEmbeddedEvent):
-            self._buffer.append(event)
+            self._buffer.setdefault(event.model_key, []).append(event)
             return []
         # A new champion (or a rollback): its baseline replaces the old one.
         outputs = await self.flush()  # score what arrived before the change first
@@ -132,26 +208,65 @@ class DriftMonitorService:
         return list(outputs)
 
     async def flush(self) -> list[Event]:
-        if not self._buffer:
-            return []
-        batch, self._buffer = self._buffer, []
-        before = {str(k): s.last_report for k, s in self.monitor.keys.items()}
-        outputs = await asyncio.to_thread(self.monitor.observe, batch)
-        checked = {
-            str(k)
-            for k, s in self.monitor.keys.items()
-            if s.last_report is not None and s.last_report is not before.get(str(k))
-        }
-        self.drift_metrics.update(self.monitor, checked)
-        return outputs
+        """Observe the buffered rows key by key; the decisions to publish.
+
+        Raises what `observe_key` raised (the loop retries: same rows, and the keys done
+        before are not observed twice), or `RetryableError` when more than
+        `baseline_pending_max_rows` rows wait for one key's unavailable baseline."""
+        async with self._lock:
+            before = {str(k): s.last_report for k, s in self.monitor.keys.items()}
+            try:
+                if self._buffer:
+                    await asyncio.to_thread(self._observe_buffered)
+            finally:
+                checked = {
+                    str(k)
+                    for k, s in self.monitor.keys.items()
+                    if s.last_report is not None and s.last_report is not before.get(str(k))
+                }
+                self._update_metrics(checked)
+            outputs, self._ready = self._ready, []
+            return outputs
+
+    def _observe_buffered(self) -> None:
+        """In the worker thread: each key's rows, released once observed."""
+        for key, rows in list(self._buffer.items()):
+            try:
+                self._ready += self.monitor.observe_key(key, rows)
+            except BaselineUnavailable as exc:
+                limit = self.settings.baseline_pending_max_rows
+                if len(rows) > limit:
+                    raise RetryableError(
+                        f"{len(rows)} rows of {key} wait for its baseline (at most {limit} "
+                        "are kept): giving up; a restart re-reads them from Kafka"
+                    ) from exc
+                continue  # they wait; the other keys go on
+            del self._buffer[key]
+
+    def _update_metrics(self, checked: set[str]) -> None:
+        pending = {str(k): len(rows) for k, rows in self._buffer.items()}
+        self.drift_metrics.update(self.monitor, checked, pending)
+        self._baselines_ok = not self.monitor.unavailable()
+
+    def baselines_available(self) -> bool:
+        """/readyz: no key waits for a baseline its source failed to load."""
+        return self._baselines_ok
+
+    async def on_start(self) -> None:
+        """Before the loop consumes: restore cooldowns from our own training requests."""
+        hours = max(self.settings.cooldown_hours, 1)
+        since = datetime.now(UTC) - timedelta(hours=hours)
+        self.restored_requests = await restore_history(self.settings.kafka, self.monitor, since)
 
     async def on_assigned(self, consumer: Any, assigned: set[TopicPartition]) -> None:
         """Rebuild the windows from Kafka by timestamp, so a restart changes no decision."""
         embedded = [tp for tp in assigned if tp.topic == topics.INTERACTIONS_EMBEDDED]
         if not embedded:
             return
-        self._buffer.clear()
-        self.monitor.reset_windows()
+        async with self._lock:
+            self._buffer.clear()  # re-read below, like every row of the window
+            self._ready.clear()  # recomputed by the replay (same decision ids)
+            self.monitor.reset_windows()
         since = datetime.now(UTC) - timedelta(hours=self.settings.window_hours + 1)
         found = await consumer.offsets_for_times(
             {tp: int(since.timestamp() * 1000) for tp in embedded}
@@ -209,6 +324,12 @@ async def restore_history(kafka: KafkaSettings, monitor: DriftMonitor, since: da
                         restored += 1
     finally:
         await consumer.stop()
+    log.info(
+        "restored %d earlier training requests of %s since %s",
+        restored,
+        SERVICE,
+        since.isoformat(),
+    )
     return restored
 
 
@@ -222,6 +343,10 @@ def limit_blas_threads(threads: int) -> None:
 def main() -> None:
     settings = load_settings(DriftMonitorSettings)
     limit_blas_threads(settings.blas_threads)  # numpy, scipy and scikit-learn are loaded
+    # A baseline load runs inside a flush: MLflow's own retries (7, about two minutes with
+    # a refused connection) would hold the loop; the monitor retries with its own backoff.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
     sources: list[BaselineSource] = []
     if settings.mlflow is not None:
         sources.append(MlflowBaselineSource(settings.mlflow.tracking_uri))
@@ -236,9 +361,6 @@ def main() -> None:
             )
         )
     service = DriftMonitorService(settings, ChainedBaselineSource(*sources))
-    since = datetime.now(UTC) - timedelta(hours=max(settings.cooldown_hours, 1))
-    restored = asyncio.run(restore_history(settings.kafka, service.monitor, since))
-    service.restored_requests = restored
     run_service(
         settings,
         topics=TOPICS,
@@ -247,6 +369,8 @@ def main() -> None:
         metrics=service.metrics,
         flush=service.flush,
         on_assigned=service.on_assigned,
+        on_start=service.on_start,  # the history replay logs through the configured logging
+        ready_checks={"drift_baselines_available": service.baselines_available},
     )
 
 
