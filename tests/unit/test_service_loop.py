@@ -489,19 +489,28 @@ async def test_an_input_that_kills_the_process_is_dead_lettered_after_max_failur
     assert consumer.committed[TP] == 3 and consumer.metadata[TP] == ""
 
 
-async def test_a_retryable_error_is_not_counted_as_the_inputs_fault() -> None:
+@pytest.mark.parametrize("track_in_flight", [False, True])
+@pytest.mark.parametrize(
+    "outage", [RetryableError("MLflow is down"), ConnectionRefusedError("mlflow:5000")]
+)
+async def test_an_outage_is_not_counted_as_the_inputs_fault(
+    outage: Exception, track_in_flight: bool
+) -> None:
     async def mlflow_down(event: Event) -> list[Event]:
-        raise RetryableError("MLflow is down")
+        raise outage
 
     records = [record(0, request("fine").to_bytes())]
     consumer = FakeConsumer([], [records])
     for _ in range(4):  # more restarts than max_failures
-        loop, producer = loop_over(consumer, mlflow_down, max_failures=2)
-        with pytest.raises(RetryableError):
+        loop, producer = loop_over(
+            consumer, mlflow_down, max_failures=2, track_in_flight=track_in_flight
+        )
+        with pytest.raises(type(outage)):
             await loop.run()
         redeliver(consumer, records)
         assert producer.sent == []  # never dead-lettered: the outage is not the input's fault
-    assert TP not in consumer.committed
+    assert consumer.committed.get(TP, 0) == 0
+    assert '"in_flight": true' not in consumer.metadata.get(TP, "")
 
 
 async def test_a_handler_that_recovers_clears_its_note() -> None:
@@ -590,3 +599,143 @@ async def test_a_flush_dead_letters_one_item_and_publishes_the_rest() -> None:
     assert h["dlq.reason_code"] == b"unencodable_text"
     assert json.loads(h["dlq.source_offsets"]) == {"0": [0]}
     assert consumer.committed[TP] == 2
+
+
+async def test_a_publish_outage_after_the_handler_is_not_a_death_of_the_record() -> None:
+    """The handler succeeded; the outputs' topic refused us (an ACL). Restarts must not
+    count the in-flight note as a process that died on this input."""
+    import aiokafka.errors
+
+    records = [record(0, request("fine").to_bytes())]
+    consumer = FakeConsumer([], [records])
+    for _ in range(3):
+        loop, producer = loop_over(consumer, audit, max_failures=2, track_in_flight=True)
+
+        async def refused(topic, value, key=None, headers=None):
+            future = asyncio.get_running_loop().create_future()
+            future.set_exception(aiokafka.errors.TopicAuthorizationFailedError())
+            return future
+
+        producer.send = refused
+        with pytest.raises(RetryableError):
+            await loop.run()
+        redeliver(consumer, records)
+    loop, producer = loop_over(consumer, audit, max_failures=2, track_in_flight=True)
+    await loop.run()  # the ACL is fixed: the record is handled, not dead-lettered
+    assert [s[0] for s in producer.sent] == ["audit"]
+    assert consumer.committed[TP] == 1 and consumer.metadata[TP] == ""
+
+
+async def test_a_reason_quoting_a_lone_surrogate_still_reaches_the_dlq() -> None:
+    async def quotes_the_input(event: Event) -> list[Event]:
+        raise ValueError("cannot store text: \udfff")
+
+    records = [record(0, request().to_bytes())]
+    consumer = FakeConsumer([], [records])
+    loop, producer = loop_over(consumer, quotes_the_input, max_failures=2)
+    await loop.run()
+    ((topic, _, _, headers),) = producer.sent
+    assert topic == f"{TOPIC}.dlq"
+    assert b"\\udfff" in dict(headers)["dlq.reason"]
+    assert consumer.committed[TP] == 1
+
+
+async def test_a_killing_input_above_the_commit_floor_is_still_counted() -> None:
+    """A service holding state (the collector) commits at its floor, below the failing
+    record: the records replayed from the floor must not reset the failing one's count."""
+    calls = []
+
+    async def kills(event: Event) -> list[Event]:
+        calls.append(event.payload.note)
+        if event.payload.note == "oom":
+            raise ProcessDied
+        return []
+
+    records = [record(0, request("held").to_bytes()), record(1, request("oom").to_bytes())]
+    consumer = FakeConsumer([], [records])
+    for _ in range(2):
+        loop, _ = loop_over(consumer, kills, max_failures=2, track_in_flight=True)
+        loop.commit_floor = lambda tp: 0  # record 0 stays held in memory
+        with pytest.raises(ProcessDied):
+            await loop.run()
+        redeliver(consumer, records)
+    assert consumer.committed[TP] == 0
+    loop, producer = loop_over(consumer, kills, max_failures=2, track_in_flight=True)
+    loop.commit_floor = lambda tp: 0
+    await loop.run()
+    assert calls == ["held", "oom", "held", "oom", "held"]
+    assert [s[0] for s in producer.sent] == [f"{TOPIC}.dlq"]
+    assert b"process died" in dict(producer.sent[0][3])["dlq.exception_type"]
+
+
+async def test_a_decoder_that_crashes_on_absurd_bytes_dead_letters_them() -> None:
+    def decode(r):
+        if r.offset == 0:
+            raise RecursionError("maximum recursion depth exceeded")
+        return decode_event(r.value)
+
+    loop, consumer, producer, _ = make_loop([[record(0, b"[[[["), record(1, request().to_bytes())]])
+    loop.decode = decode
+    await loop.run()
+    assert [s[0] for s in producer.sent] == [f"{TOPIC}.dlq", "audit"]
+    assert dict(producer.sent[0][3])["dlq.reason_code"] == b"invalid_event"
+    assert b"RecursionError" in dict(producer.sent[0][3])["dlq.reason"]
+    assert consumer.committed[TP] == 2
+
+
+async def test_a_flush_output_kafka_refuses_for_good_goes_to_the_dlq_alone() -> None:
+    from aiokafka.errors import MessageSizeTooLargeError
+
+    loop, consumer, producer, _ = make_loop([[record(0, request("a").to_bytes())]])
+    buffered: list[Event] = []
+
+    async def buffer(event: Event) -> list[Event]:
+        buffered.append(event)
+        return []
+
+    async def flush() -> list[Event]:
+        out = [e for event in buffered for e in await audit(event)] + [request("huge")]
+        buffered.clear()
+        return out
+
+    original_send = producer.send
+
+    async def picky(topic, value, key=None, headers=None):
+        if topic == TOPIC:  # the second output's topic has a lower max.message.bytes
+            future = asyncio.get_running_loop().create_future()
+            future.set_exception(MessageSizeTooLargeError())
+            return future
+        return await original_send(topic, value, key=key, headers=headers)
+
+    producer.send = picky
+    loop.handle, loop.flush = buffer, flush
+    await loop.run()
+    topics = [s[0] for s in producer.sent]
+    assert topics.count("audit") >= 1 and topics[-1] == f"{TOPIC}.dlq"
+    assert dict(producer.sent[-1][3])["dlq.reason_code"] == b"unpublishable"
+    assert consumer.committed[TP] == 1
+
+
+async def test_a_failed_commit_in_a_revoke_still_forgets_the_partition() -> None:
+    from aiokafka.errors import KafkaConnectionError
+
+    loop, consumer, _, _ = make_loop([[record(0, request().to_bytes())]])
+    loop.retry = RetryPolicy(attempts=1)
+    revoked = []
+
+    async def forget(partitions):
+        revoked.append(partitions)
+
+    loop.on_revoked = forget
+    consumer.subscribe(topics=[TOPIC], listener=_Rebalance(loop))
+    await loop.poll_once()
+
+    async def broken_commit(offsets):
+        raise KafkaConnectionError()
+
+    consumer.commit = broken_commit
+    loop._handled[TP] = 5  # something left to commit
+    with pytest.raises(RetryableError):
+        await consumer.listener.on_partitions_revoked({TP})
+    assert TP not in loop._live and TP not in loop.state.assignment
+    assert revoked == [{TP}]

@@ -57,7 +57,7 @@ def restore_logging():
     yield
     root.handlers[:] = handlers
     root.setLevel(level)
-    logs._SECRETS.clear()
+    logs.forget_secrets()
 
 
 def test_json_log_lines_carry_context_and_never_a_secret(
@@ -123,6 +123,9 @@ def test_uri_settings_lose_their_password_in_messages_and_logs() -> None:
     assert safe_uri("https://ops:t0k%40n@mlflow:5000/x") == f"https://ops:{logs.MASK}@mlflow:5000/x"
     assert safe_uri("http://mlflow:5000") == "http://mlflow:5000"
     assert "t0k@n" in all_secrets(WithMlflow())  # the redactor learns the decoded password
+    assert "t0k%40n" in all_secrets(WithMlflow())  # and the one written in the URI
+    assert safe_uri("http://u:p@[::1]:5000/") == f"http://u:{logs.MASK}@[::1]:5000/"
+    assert safe_uri("http://u:p@host:99999/") == f"http://u:{logs.MASK}@host:99999/"
 
 
 def test_dlq_topics_are_created_with_a_retention() -> None:

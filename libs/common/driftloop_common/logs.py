@@ -15,6 +15,7 @@ from urllib.parse import quote, quote_plus, unquote, urlsplit, urlunsplit
 from pythonjsonlogger.json import JsonFormatter
 
 _SECRETS: set[str] = set()
+_ORDERED: tuple[str, ...] = ()  # _SECRETS, longest first
 _SECRETS_LOCK = threading.Lock()
 MASK = "**********"
 
@@ -23,9 +24,20 @@ def redact(*secrets: str | None) -> None:
     """Register values that must never appear in a log line, however short, in every form
     they take in one: as they are, JSON-escaped (a JSON log line escapes quotes, backslashes
     and non-ASCII) and URL-encoded (a password inside a URI)."""
+    global _ORDERED
     forms = {form for s in secrets if s for form in _spellings(s)}
     with _SECRETS_LOCK:
         _SECRETS.update(forms)
+        # Longest first: a secret's escaped form can contain the plain one.
+        _ORDERED = tuple(sorted(_SECRETS, key=len, reverse=True))
+
+
+def forget_secrets() -> None:
+    """Unregister every secret (tests)."""
+    global _ORDERED
+    with _SECRETS_LOCK:
+        _SECRETS.clear()
+        _ORDERED = ()
 
 
 def _spellings(secret: str) -> set[str]:
@@ -41,8 +53,7 @@ def _spellings(secret: str) -> set[str]:
 
 
 def mask(text: str) -> str:
-    # Longest first: a secret's escaped form can contain the plain one.
-    for secret in sorted(_SECRETS, key=len, reverse=True):
+    for secret in _ORDERED:
         text = text.replace(secret, MASK)
     return text
 
@@ -51,24 +62,25 @@ def safe_uri(uri: str) -> str:
     """`uri` with its password (if any) masked, for messages: `http://me:***@host/`."""
     try:
         parts = urlsplit(uri)
+        password = parts.password
     except ValueError:
         return uri
-    if parts.password is None:
+    if password is None:
         return uri
-    host = parts.hostname or ""
-    port = f":{parts.port}" if parts.port else ""
-    return urlunsplit(parts._replace(netloc=f"{parts.username}:{MASK}@{host}{port}"))
+    where = parts.netloc.rpartition("@")[2]  # host and port as written (IPv6 brackets too)
+    return urlunsplit(parts._replace(netloc=f"{parts.username}:{MASK}@{where}"))
 
 
-def uri_password(uri: str | None) -> str | None:
-    """The password inside `uri`, decoded, or None (so the redactor learns it)."""
+def uri_passwords(uri: str | None) -> list[str]:
+    """The password inside `uri` as written and decoded (so the redactor learns both:
+    `p!ss%40w0rd` is neither `p!ss@w0rd` nor its canonical encoding)."""
     if not uri:
-        return None
+        return []
     try:
         password = urlsplit(uri).password
     except ValueError:
-        return None
-    return unquote(password) if password else None
+        return []
+    return [password, unquote(password)] if password else []
 
 
 class RedactingFormatter(logging.Formatter):

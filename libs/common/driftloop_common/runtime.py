@@ -19,7 +19,7 @@ from pydantic import BaseModel, SecretStr
 
 from driftloop_common.app import ReadyCheck, create_app
 from driftloop_common.kafka import create_topics, make_consumer, make_producer
-from driftloop_common.logs import configure_logging, redact, uri_password
+from driftloop_common.logs import configure_logging, redact, uri_passwords
 from driftloop_common.metrics import LoopMetrics
 from driftloop_common.service import Decoder, Handler, RetryPolicy, ServiceLoop
 from driftloop_common.settings import ServiceSettings
@@ -164,8 +164,8 @@ def all_secrets(model: BaseModel) -> list[str]:
             found.append(value.get_secret_value())
         elif isinstance(value, BaseModel):
             found += all_secrets(value)
-        elif isinstance(value, str) and (password := uri_password(value)):
-            found.append(password)
+        elif isinstance(value, str):
+            found += uri_passwords(value)
     return found
 
 

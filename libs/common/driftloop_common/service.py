@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import math
@@ -41,9 +42,7 @@ from typing import Any, Generic, Protocol, TypeVar
 from aiokafka import ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import (
     CommitFailedError,
-    CorruptRecordException,
     IllegalStateError,
-    InvalidMessageError,
     KafkaError,
     MessageSizeTooLargeError,
     RecordListTooLargeError,
@@ -60,6 +59,7 @@ from tenacity import (
 from driftloop_common.errors import (
     DriftloopError,
     HandlerFailedError,
+    InvalidEventError,
     PermanentError,
     RetryableError,
 )
@@ -150,9 +150,10 @@ class Attempts:
     its handler failed, and whether a process was handling it when it last wrote."""
 
     offset: int
-    failures: int
-    in_flight: bool = False
-    error: str = ""
+    failures: int  # failed attempts, deaths included
+    in_flight: bool = False  # a process was handling it when this was written
+    error: str = ""  # the last exception, "Type: message"
+    deaths: int = 0  # of the failures, how many were processes that died handling it
 
     MAX_ERROR_CHARS = 300  # Kafka keeps at most 4096 bytes of metadata by default
 
@@ -164,6 +165,7 @@ class Attempts:
                 "failures": self.failures,
                 "in_flight": self.in_flight,
                 "error": self.error[: self.MAX_ERROR_CHARS],
+                "deaths": self.deaths,
             }
         )
 
@@ -179,6 +181,7 @@ class Attempts:
                 failures=int(data["failures"]),
                 in_flight=bool(data.get("in_flight", False)),
                 error=str(data.get("error", "")),
+                deaths=int(data.get("deaths", 0)),
             )
         except (ValueError, KeyError, TypeError):
             return None
@@ -240,17 +243,40 @@ def dead_letter_headers(letter: DeadLetter, service: str) -> list[tuple[str, byt
 
 def _why(error: PermanentError, service: str) -> list[tuple[str, bytes]]:
     headers = [
-        ("dlq.reason", short_reason(error).encode()),
-        ("dlq.reason_code", error.code.encode()),
-        ("dlq.service", service.encode()),
+        ("dlq.reason", _header(short_reason(error))),
+        ("dlq.reason_code", _header(error.code)),
+        ("dlq.service", _header(service)),
         ("dlq.failed_at", datetime.now(UTC).isoformat().encode()),
     ]
     if isinstance(error, HandlerFailedError):
         headers += [
-            ("dlq.exception_type", error.exception_type.encode()),
+            ("dlq.exception_type", _header(error.exception_type)),
             ("dlq.failures", str(error.failures).encode()),
         ]
     return headers
+
+
+def _header(text: str) -> bytes:
+    """UTF-8, with anything unencodable escaped: a reason quoting a lone surrogate from
+    the input must not make the dead letter itself unsendable."""
+    return text.encode("utf-8", errors="backslashreplace")
+
+
+def _handler_failed(failures: int, deaths: int, last_error: str) -> HandlerFailedError:
+    kind, _, _ = last_error.partition(": ")
+    died = f" ({deaths} of them: the process died while handling it)" if deaths else ""
+    last = f"; last error: {last_error}" if last_error else ""
+    return HandlerFailedError(
+        f"the handler failed {failures} times on this input{died}{last}",
+        exception_type=kind or ("process died" if deaths else "unknown"),
+        failures=failures,
+    )
+
+
+OUTAGES: tuple[type[BaseException], ...] = (DriftloopError, KafkaError, OSError)
+"""What a handler may raise that is not the input's fault: our own errors (a
+`RetryableError` is retried, a `PermanentError` dead-lettered), Kafka's, and the OS's
+(a connection refused or a timeout an adapter did not translate): never counted."""
 
 
 class ServiceLoop(Generic[T]):
@@ -304,12 +330,12 @@ class ServiceLoop(Generic[T]):
         self._position: dict[TopicPartition, int] = {}  # next offset to handle (for the lag)
         self._live: set[TopicPartition] = set()  # owned now; a revoke empties it at once
         self._floors: dict[TopicPartition, int | None] | None = None  # frozen during a flush
-        # Failed attempts of a partition's next record, as read from (or written to) the
-        # committed offset's metadata; partitions whose metadata was not read yet; and those
-        # whose committed metadata holds a note that the next commit must clear.
+        # The note on a partition's next failing (or in-flight) record, as read from or
+        # written to the committed offset's metadata; the metadata last committed; the
+        # partitions whose metadata was not read yet.
         self._attempts: dict[TopicPartition, Attempts] = {}
+        self._committed_metadata: dict[TopicPartition, str] = {}
         self._unread: set[TopicPartition] = set()
-        self._noted: set[TopicPartition] = set()
         self._processing = asyncio.Lock()  # a revoke waits for the in-flight record
         self._stop = asyncio.Event()
 
@@ -387,8 +413,35 @@ class ServiceLoop(Generic[T]):
                 extra={**context, "reason": letter.error.code},
             )
             await self._with_retries(lambda letter=letter: self._send_dead_letter(letter), context)
-        await self._with_retries(lambda: self._publish(events), {"flush": True})
+        try:
+            await self._with_retries(lambda: self._publish(events), {"flush": True})
+        except PermanentError:
+            await self._publish_each(events)  # one of them can never be sent: find it
         self._floors = None
+
+    async def _publish_each(self, events: Sequence[Event]) -> None:
+        """Publish a flush's events one at a time; one Kafka refuses for good (a topic whose
+        `max.message.bytes` is below ours) goes to its topic's DLQ, with the reason. Events
+        the batch got out already are sent again: same event ids, which consumers dedupe."""
+        for event in events:
+            try:
+                await self._with_retries(
+                    lambda event=event: self._publish([event]), {"flush": True}
+                )
+            except PermanentError as error:
+                topic = self.route(event)
+                log.warning(
+                    "dead-lettering an output: %s",
+                    short_reason(error),
+                    extra={"topic": topic, "event_id": str(event.event_id), "reason": error.code},
+                )
+                headers = [*_why(error, self.service), ("dlq.source_topic", _header(topic))]
+                await self._with_retries(
+                    lambda event=event, topic=topic, headers=headers, error=error: (
+                        self._send_to_dlq(topic, event.to_bytes(), event.key, headers, error.code)
+                    ),
+                    {"flush": True},
+                )
 
     # ------------------------------------------------------------ one record
     async def _process(self, tp: TopicPartition, record: Record) -> None:
@@ -396,7 +449,7 @@ class ServiceLoop(Generic[T]):
         self.metrics.received.labels(record.topic).inc()
         context = {"topic": record.topic, "partition": record.partition, "offset": record.offset}
         try:
-            value = self.decode(record)
+            value = self._decode(record)
             if isinstance(value, Event):
                 context["event_id"] = str(value.event_id)
             outputs = await self._handle(tp, record, value, context)
@@ -410,14 +463,32 @@ class ServiceLoop(Generic[T]):
             )
             await self._with_retries(lambda: self._dead_letter(record, error), context)
             status = "dlq"
+        except Exception:
+            # An outage: this process gives up on the record, which was not the record's
+            # fault. A note that says "in flight" would count as a death on the next start.
+            noted = self._attempts.get(tp)
+            if noted is not None and noted.offset == record.offset and noted.in_flight:
+                self._attempts[tp] = dataclasses.replace(noted, in_flight=False)
+            raise
         noted = self._attempts.get(tp)
         if noted is not None and record.offset >= noted.offset:
-            del self._attempts[tp]
-            self._noted.add(tp)  # the next commit clears the note
+            del self._attempts[tp]  # the next commit clears the note
         self._handled[tp] = self._position[tp] = record.offset + 1
         self.metrics.processed.labels(record.topic, status).inc()
         self.metrics.processing_seconds.labels(record.topic).observe(time.perf_counter() - started)
         log.debug("handled", extra={**context, "status": status})
+
+    def _decode(self, record: Record) -> T:
+        """Decoders are pure: whatever they raise is about the bytes (an unexpected
+        exception too, e.g. a `RecursionError` on absurd nesting)."""
+        try:
+            return self.decode(record)
+        except DriftloopError:
+            raise
+        except Exception as exc:
+            raise InvalidEventError(
+                f"the decoder failed: {type(exc).__name__}: {short_reason(exc)}"
+            ) from exc
 
     async def _handle(
         self, tp: TopicPartition, record: Record, value: T, context: dict
@@ -426,24 +497,24 @@ class ServiceLoop(Generic[T]):
         any other exception counts as a failure of this input, noted in Kafka, and the
         `max_failures`-th turns into a `HandlerFailedError` (the DLQ)."""
         noted = self._attempts.get(tp)
-        failures = noted.failures_so_far() if noted and noted.offset == record.offset else 0
-        last_error = noted.error if noted and noted.offset == record.offset else ""
+        mine = noted is not None and noted.offset == record.offset
+        failures = noted.failures_so_far() if noted and mine else 0
+        deaths = noted.deaths + int(noted.in_flight) if noted and mine else 0
+        last_error = noted.error if noted and mine else ""
+        # A record below a pending note is a replay (re-read from a commit floor): noting it
+        # would overwrite the count of the record that is really failing.
+        replay = noted is not None and record.offset < noted.offset
         while True:
             if failures >= self.retry.max_failures:
-                kind, _, _ = last_error.partition(": ")
-                raise HandlerFailedError(
-                    f"the handler failed {failures} times on this input; last: {last_error}",
-                    exception_type=kind or "unknown",
-                    failures=failures,
-                )
-            if self.track_in_flight:
-                await self._note(tp, Attempts(record.offset, failures, True, last_error))
+                raise _handler_failed(failures, deaths, last_error)
+            if self.track_in_flight and not replay:
+                await self._note(tp, Attempts(record.offset, failures, True, last_error, deaths))
             try:
                 async with self._beating():
                     return await self._with_retries(
                         lambda: self.handle(value), context, retry_unexpected=False
                     )
-            except (DriftloopError, KafkaError):
+            except OUTAGES:
                 raise
             except Exception as exc:
                 failures += 1
@@ -458,7 +529,9 @@ class ServiceLoop(Generic[T]):
                     extra=context,
                 )
                 if failures < self.retry.max_failures:
-                    await self._note(tp, Attempts(record.offset, failures, False, last_error))
+                    await self._note(
+                        tp, Attempts(record.offset, failures, False, last_error, deaths)
+                    )
                     await asyncio.sleep(self.retry.backoff(failures))
                     self._beat()
 
@@ -474,9 +547,9 @@ class ServiceLoop(Generic[T]):
         committed = await self._with_retries(read, {"topic": tp.topic, "partition": tp.partition})
         self._unread.discard(tp)
         _, metadata = committed.get(tp, (-1, ""))
+        self._committed_metadata[tp] = metadata
         noted = Attempts.from_metadata(metadata)
         if noted is not None:
-            self._noted.add(tp)
             self._attempts[tp] = noted
             log.warning(
                 "partition %s: the record at offset %d failed %d time(s) before%s: %s",
@@ -488,20 +561,9 @@ class ServiceLoop(Generic[T]):
             )
 
     async def _note(self, tp: TopicPartition, attempts: Attempts) -> None:
-        """Write `attempts` into the committed offset's metadata. The offset committed with
-        it is the record's own (or the service's floor, if lower): never past anything
-        unhandled."""
+        """Keep `attempts` in the committed offset's metadata, now."""
         self._attempts[tp] = attempts
-        if tp not in self._live:
-            return
-        target = attempts.offset
-        floor = self.commit_floor(tp) if self.commit_floor is not None else None
-        if floor is not None:
-            target = min(target, floor)
-        target = max(target, self._committed.get(tp, 0))
-        offsets = {tp: (target, attempts.to_metadata())}
-        await self._with_retries(lambda: self._commit_once(offsets), {"commit": True})
-        self._noted.add(tp)
+        await self._commit([tp])
 
     async def _with_retries(
         self, attempt: Callable[[], Awaitable[Any]], context: dict, retry_unexpected: bool = True
@@ -607,25 +669,33 @@ class ServiceLoop(Generic[T]):
     # ------------------------------------------------------------ offsets
     async def _commit(self, partitions: Iterable[TopicPartition] | None = None) -> None:
         """Commit the handled offsets (of `partitions`, default all), never past the
-        service's commit floor; retried like a handler."""
-        chosen = set(partitions) if partitions is not None else set(self._handled)
-        offsets: dict[TopicPartition, int] = {}
-        for tp in chosen & set(self._handled):
+        service's commit floor, with the partition's note on its next record (if any) as
+        the offset's metadata; retried like a handler.
+
+        A noted record is not handled yet, so the offset committed with its note is at most
+        its own. A plain offset (empty metadata) clears an earlier note."""
+        chosen = set(partitions) if partitions is not None else {*self._handled, *self._attempts}
+        offsets: dict[TopicPartition, int | tuple[int, str]] = {}
+        for tp in chosen:
             if tp not in self._live:
                 continue  # no longer ours: committing it would fail; its new owner re-reads
-            target = self._handled[tp]
+            note = self._attempts.get(tp)
+            target = self._handled.get(tp)
+            if note is not None:
+                target = note.offset if target is None else min(target, note.offset)
+            if target is None:
+                continue
             if self._floors is not None:
                 floor = self._floors.get(tp)
             else:
                 floor = self.commit_floor(tp) if self.commit_floor is not None else None
             if floor is not None:
                 target = min(target, floor)
-            if target > self._committed.get(tp, -1) or (
-                tp in self._noted
-                and tp not in self._attempts
-                and target >= self._committed.get(tp, -1)
-            ):
-                offsets[tp] = target  # a plain offset: also clears a note in its metadata
+            committed = self._committed.get(tp, -1)
+            target = max(target, committed)  # a note may be due where nothing moved
+            metadata = note.to_metadata() if note is not None else ""
+            if target > committed or metadata != self._committed_metadata.get(tp, ""):
+                offsets[tp] = (target, metadata) if metadata else target
         if not offsets:
             return
         await self._with_retries(lambda: self._commit_once(offsets), {"commit": True})
@@ -634,9 +704,9 @@ class ServiceLoop(Generic[T]):
         try:
             await self.consumer.commit(offsets)
             for tp, value in offsets.items():
-                self._committed[tp] = value[0] if isinstance(value, tuple) else value
-                if not isinstance(value, tuple):
-                    self._noted.discard(tp)
+                offset, metadata = value if isinstance(value, tuple) else (value, "")
+                self._committed[tp] = offset
+                self._committed_metadata[tp] = metadata
         except (CommitFailedError, IllegalStateError) as exc:
             # Expected around a rebalance: the new owner gets these messages again and the
             # handlers are idempotent.
@@ -680,10 +750,9 @@ _RECORD_AT_FAULT: tuple[type[KafkaError], ...] = (
     MessageSizeTooLargeError,
     RecordTooLargeError,
     RecordListTooLargeError,
-    InvalidMessageError,
-    CorruptRecordException,
 )
-"""Kafka errors about the record itself: no retry will ever send it."""
+"""Kafka errors about the record itself: no retry will ever send it. (A corrupt message,
+errno 2, is a CRC or transport fault: Kafka's own client retries it, so do we.)"""
 
 
 def _record_at_fault(exc: KafkaError) -> bool:
@@ -691,7 +760,7 @@ def _record_at_fault(exc: KafkaError) -> bool:
 
 
 def _translate(exc: KafkaError, doing: str) -> Exception:
-    """Only an error about the record itself (too large, invalid, corrupt) sends the input to
+    """Only an error about the record itself (too large) sends the input to
     the DLQ. Every other one (not authorized, a timeout, a fenced producer, a sequence out of
     order) is the cluster's or ours, not the input's: retried, then the process stops."""
     if _record_at_fault(exc):
@@ -708,20 +777,28 @@ class _Rebalance(ConsumerRebalanceListener):
     async def on_partitions_revoked(self, revoked: Any) -> None:
         loop = self.loop
         async with loop._processing:  # let the in-flight record finish first
-            await loop._commit(revoked)
-            for tp in revoked:
-                loop._live.discard(tp)
-                loop._handled.pop(tp, None)
-                loop._committed.pop(tp, None)
-                loop._position.pop(tp, None)
-                loop._attempts.pop(tp, None)
-                loop._unread.discard(tp)
-                loop._noted.discard(tp)
-                with contextlib.suppress(KeyError):
-                    loop.metrics.consumer_lag.remove(tp.topic, str(tp.partition))
-            if loop.on_revoked is not None:
-                await loop.on_revoked(set(revoked))
-        loop.state.assignment -= set(revoked)
+            try:
+                await loop._commit(revoked)
+            finally:
+                self._forget(revoked)
+                loop.state.assignment -= set(revoked)
+                if loop.on_revoked is not None:
+                    await loop.on_revoked(set(revoked))
+
+    def _forget(self, revoked: Any) -> None:
+        """Drop what the loop knew of partitions it no longer owns (even if the commit
+        failed: aiokafka logs and swallows a listener's exception)."""
+        loop = self.loop
+        for tp in revoked:
+            loop._live.discard(tp)
+            loop._handled.pop(tp, None)
+            loop._committed.pop(tp, None)
+            loop._position.pop(tp, None)
+            loop._attempts.pop(tp, None)
+            loop._committed_metadata.pop(tp, None)
+            loop._unread.discard(tp)
+            with contextlib.suppress(KeyError):
+                loop.metrics.consumer_lag.remove(tp.topic, str(tp.partition))
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
         self.loop._live |= set(assigned)
