@@ -48,17 +48,7 @@ async def audit(event: Event) -> list[Event]:
 def make_loop(batches, handle=audit, fail_times=0):
     journal: list = []
     consumer = FakeConsumer(journal, batches)
-    producer = FakeProducer(journal, fail_times=fail_times)
-    loop = ServiceLoop(
-        service="test",
-        topics=[TOPIC],
-        decode=lambda r: decode_event(r.value),
-        handle=handle,
-        consumer=consumer,
-        producer=producer,
-        retry=RetryPolicy(attempts=3, initial_backoff_s=0.001, max_backoff_s=0.001),
-    )
-    consumer.on_empty = loop.stop
+    loop, producer = loop_over(consumer, handle, max_failures=5, fail_times=fail_times)
     return loop, consumer, producer, journal
 
 
@@ -377,10 +367,11 @@ class ProcessDied(BaseException):
     """Stands in for a kill -9 in the middle of a handler: nothing after it runs."""
 
 
-def loop_over(consumer: FakeConsumer, handle, *, max_failures=3, track_in_flight=False):
+def loop_over(
+    consumer: FakeConsumer, handle, *, max_failures=3, track_in_flight=False, fail_times=0
+):
     """A fresh loop (a new process) over the same consumer group state."""
-    journal: list = consumer.journal
-    producer = FakeProducer(journal)
+    producer = FakeProducer(consumer.journal, fail_times=fail_times)
     loop = ServiceLoop(
         service="test",
         topics=[TOPIC],
