@@ -803,8 +803,8 @@ def run_decode_event(values: Sequence[bytes], broker_time: bool = False) -> list
 
 def run_auditor(values: Sequence[bytes], broker_time: bool = False) -> list[Outcome]:
     """The auditor's decode, then its handler (an audit event) and the publish."""
-    from driftloop_auditor.__main__ import decode
     from driftloop_auditor.handlers import handle
+    from driftloop_auditor.service import decode
 
     case = _Case("auditor")
     for record in _records("training.requested", values, EXAMPLE_TIME, broker_time):
@@ -821,7 +821,7 @@ def run_auditor(values: Sequence[bytes], broker_time: bool = False) -> list[Outc
 def trainer_decode() -> Callable[[Any], TrainingRequestedEvent]:
     """The trainer's decode as its `main` builds it (`decoder(config)`; a plain `decode`
     in older trees). The config names an MLflow that is never contacted."""
-    import driftloop_trainer.__main__ as trainer_main
+    import driftloop_trainer.service as trainer_main
 
     if hasattr(trainer_main, "decoder"):
         from driftloop_trainer.training import TrainerConfig
@@ -857,7 +857,7 @@ def run_trainer(values: Sequence[bytes], broker_time: bool = False) -> list[Outc
 
 def run_evaluator(values: Sequence[bytes], broker_time: bool = False) -> list[Outcome]:
     """The evaluator's decode (the rest needs MLflow)."""
-    from driftloop_evaluator.__main__ import decode
+    from driftloop_evaluator.service import decode
 
     case = _Case("evaluator")
     for record in _records("model.trained", values, EXAMPLE_TIME, broker_time):
@@ -970,7 +970,7 @@ class _FixedBaselines:
 
 def run_drift_monitor(values: Sequence[bytes], broker_time: bool = False) -> list[Outcome]:
     """`DriftMonitorService.decode` → `handle` for each record → one `flush` (observe)."""
-    from driftloop_drift_monitor.__main__ import DriftMonitorService
+    from driftloop_drift_monitor.service import DriftMonitorService
 
     settings = _drift_settings()
     service = DriftMonitorService(settings, _FixedBaselines())  # type: ignore[arg-type]
@@ -1068,7 +1068,7 @@ def run_collector(values: Sequence[bytes], broker_time: bool = False) -> list[Ou
     """`Collector.decode` (Genesys parsing) → `handle` (assemble) for each record, then
     `flush` (fake encoder, a real `InteractionStore` in a temporary folder) until every
     conversation is out: the clock jumps past `max_wait`."""
-    from driftloop_collector.pipeline import Collector
+    from driftloop_collector.service import Collector
     from driftloop_common.metrics import LoopMetrics
     from driftloop_common.store import InteractionStore
 
@@ -1163,13 +1163,13 @@ TARGETS: dict[str, Target] = {
             "trainer",
             lambda: _one(event_records([TrainingRequestedEvent])),
             run_trainer,
-            "driftloop_trainer.__main__.decode → SplitConfig().windows(as_of)",
+            "driftloop_trainer.service.decode → SplitConfig().windows(as_of)",
         ),
         Target(
             "evaluator",
             lambda: _one(event_records([ModelTrainedEvent])),
             run_evaluator,
-            "driftloop_evaluator.__main__.decode",
+            "driftloop_evaluator.service.decode",
         ),
         Target(
             "drift_monitor",

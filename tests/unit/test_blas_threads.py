@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from threadpoolctl import threadpool_info, threadpool_limits
 
-from driftloop_drift_monitor.__main__ import limit_blas_threads
+from driftloop_drift_monitor.service import limit_blas_threads
 
 
 def blas_threads() -> list[int]:

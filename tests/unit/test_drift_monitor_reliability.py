@@ -23,8 +23,9 @@ from driftloop_common.errors import RetryableError
 from driftloop_common.events import InteractionEmbedded, InteractionEmbeddedEvent, ModelKey
 from driftloop_common.service import LoopState, RetryPolicy, ServiceLoop
 from driftloop_drift_monitor import __main__ as entry
-from driftloop_drift_monitor.__main__ import DriftMonitorService
+from driftloop_drift_monitor import service as service_module
 from driftloop_drift_monitor.monitor import BaselineSource, DriftMonitor, MonitorConfig
+from driftloop_drift_monitor.service import DriftMonitorService
 from driftloop_drift_monitor.settings import DriftMonitorSettings
 from tests.unit.drift_data import ENCODER, T0, Traffic, shifted_weights
 from tests.unit.fakes import FakeConsumer, FakeProducer, FakeRecord
@@ -452,18 +453,17 @@ def test_main_replays_the_history_in_on_start_after_run_service_set_up_logging(
 
     passed: dict[str, Any] = {}
 
-    def run_service(settings, **kwargs) -> None:
+    def run_service(settings, service) -> None:
         order.append("run_service")  # configures logging and redaction, then on_start
-        passed.update(kwargs)
-        if (on_start := kwargs.get("on_start")) is not None:
-            asyncio.run(on_start())
+        passed["service"] = service
+        asyncio.run(service.on_start())
 
     monkeypatch.setattr(entry, "load_settings", lambda cls: settings())
-    monkeypatch.setattr(entry, "limit_blas_threads", lambda threads: None)
-    monkeypatch.setattr(entry, "restore_history", restore_history)
+    monkeypatch.setattr(service_module, "limit_blas_threads", lambda threads: None)
+    monkeypatch.setattr(service_module, "restore_history", restore_history)
     monkeypatch.setattr(entry, "run_service", run_service)
     for name in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT"):
         monkeypatch.setenv(name, "7")  # main() only sets them when unset; restored after
     entry.main()
     assert order == ["run_service", "restore_history"]
-    assert callable(passed["ready_checks"]["drift_baselines_available"])
+    assert callable(passed["service"].ready_checks()["drift_baselines_available"])

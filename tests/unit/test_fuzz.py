@@ -336,9 +336,9 @@ def test_the_harness_tells_a_rejection_from_a_crash(monkeypatch: pytest.MonkeyPa
     pieces = [fh.to_json(p) for p in fh.conversation_pieces().values()]
     (crash,) = fh.run("collector", pieces).crashes
     assert (crash.stage, crash.code) == ("flush", "RuntimeError")
-    assert crash.where.startswith("services/collector/driftloop_collector/pipeline.py")
+    assert crash.where.startswith("services/collector/driftloop_collector/service.py")
 
-    import driftloop_trainer.__main__ as trainer_main
+    import driftloop_trainer.service as trainer_main
 
     def bad_decoder(*args: object) -> object:
         def decode(record: object) -> object:

@@ -72,7 +72,7 @@ def test_the_trainer_refuses_a_request_time_no_window_fits(bad, tmp_path: Path) 
 def test_such_requests_reach_the_dlq_and_the_next_request_is_handled(tmp_path: Path) -> None:
     import asyncio
 
-    from driftloop_trainer.__main__ import decoder
+    from driftloop_trainer.service import decoder
 
     made = trainer(tmp_path)
     good = request(as_of=datetime.now(UTC) - timedelta(days=1))

@@ -69,7 +69,7 @@ def train(
 ) -> None:
     """Train one model now from the interaction store and register it as `challenger`."""
     from driftloop_common.settings import load_settings
-    from driftloop_trainer.__main__ import trainer_config
+    from driftloop_trainer.service import trainer_config
     from driftloop_trainer.settings import TrainerSettings
     from driftloop_trainer.training import Trainer
 

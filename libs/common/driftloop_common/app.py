@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
@@ -27,6 +27,7 @@ def create_app(
     ready_checks: Mapping[str, ReadyCheck] | None = None,
     version: str = "0.1.0",
     docs: bool = False,
+    routes: APIRouter | None = None,
 ) -> FastAPI:
     """The app; `docs` serves FastAPI's `/docs`, `/redoc` and `/openapi.json` (off by
     default: they describe every route to whoever can reach the port)."""
@@ -74,5 +75,8 @@ def create_app(
     @app.get("/metrics", summary="Prometheus metrics (explicit registry)")
     def metrics() -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    if routes is not None:
+        app.include_router(routes)  # a service's own routes (the predictor's /predict)
 
     return app

@@ -1,6 +1,7 @@
 """Runs one service process: the Kafka loop and its HTTP app on one event loop.
 
-`main()` of every service builds its settings and calls `run_service`; nothing is
+`main()` of every service builds its settings and its `Service` and calls
+`run_service(settings, service)`; nothing is
 created at import time. SIGTERM/SIGINT stop the loop (finish, commit) and the server.
 """
 
@@ -11,21 +12,27 @@ import contextlib
 import gc
 import logging
 import signal
-from collections.abc import Awaitable, Callable, Generator, Iterable, Mapping
-from typing import Any
+from collections.abc import Generator, Mapping, Sequence
+from typing import Any, Generic, Protocol, TypeVar
 
 import uvicorn
+from aiokafka import TopicPartition
+from fastapi import APIRouter
 from pydantic import BaseModel, SecretStr
 
 from driftloop_common.app import ReadyCheck, create_app
+from driftloop_common.events import Event
 from driftloop_common.kafka import create_topics, make_consumer, make_producer
 from driftloop_common.logs import configure_logging, redact, uri_passwords
 from driftloop_common.metrics import LoopMetrics
-from driftloop_common.service import Decoder, Handler, RetryPolicy, ServiceLoop
-from driftloop_common.settings import ServiceSettings
+from driftloop_common.service import DeadLetter, Record, RetryPolicy, ServiceLoop
+from driftloop_common.settings import ServiceSettings, load_settings
 from driftloop_common.topics import dlq
 
+__all__ = ["Service", "ServiceBase", "build_loop", "load_settings", "run_service", "serve"]
+
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class _Server(uvicorn.Server):
@@ -36,22 +43,73 @@ class _Server(uvicorn.Server):
         yield
 
 
-def build_loop(
-    settings: ServiceSettings,
-    *,
-    topics: Iterable[str],
-    decode: Decoder[Any],
-    handle: Handler[Any],
-    metrics: LoopMetrics | None = None,
-    **hooks: Any,
-) -> ServiceLoop[Any]:
-    """The loop with real aiokafka clients; `hooks` are ServiceLoop's flush/commit_floor/…"""
+class Service(Protocol[T]):
+    """What every service is, to the runtime: the topics it reads, how it decodes a record
+    and handles it, its metrics, its readiness checks, and the loop's optional hooks
+    (`ServiceBase` gives each a neutral default). `run_service(settings, service)` runs it."""
+
+    topics: Sequence[str]
+    metrics: LoopMetrics
+
+    def decode(self, record: Record) -> T: ...
+
+    async def handle(self, value: T) -> Sequence[Event]: ...
+
+    async def flush(self) -> Sequence[Event | DeadLetter]: ...
+
+    def flush_due_in(self) -> float | None: ...
+
+    def commit_floor(self, tp: TopicPartition) -> int | None: ...
+
+    async def on_assigned(self, consumer: Any, assigned: set[TopicPartition]) -> None: ...
+
+    async def on_revoked(self, revoked: set[TopicPartition]) -> None: ...
+
+    async def on_start(self) -> None: ...
+
+    def ready_checks(self) -> Mapping[str, ReadyCheck]: ...
+
+    def routes(self) -> APIRouter | None: ...
+
+
+class ServiceBase(Generic[T]):
+    """Neutral defaults for a service's optional hooks: nothing buffered, nothing held in
+    memory, nothing to wait for, no extra checks or routes."""
+
+    async def flush(self) -> Sequence[Event | DeadLetter]:
+        return []
+
+    def flush_due_in(self) -> float | None:
+        return None
+
+    def commit_floor(self, tp: TopicPartition) -> int | None:
+        return None
+
+    async def on_assigned(self, consumer: Any, assigned: set[TopicPartition]) -> None:
+        return None
+
+    async def on_revoked(self, revoked: set[TopicPartition]) -> None:
+        return None
+
+    async def on_start(self) -> None:
+        """Runs once logging and redaction are set up, before the loop consumes."""
+        return None
+
+    def ready_checks(self) -> Mapping[str, ReadyCheck]:
+        return {}
+
+    def routes(self) -> APIRouter | None:
+        return None
+
+
+def build_loop(settings: ServiceSettings, service: Service[Any]) -> ServiceLoop[Any]:
+    """The loop with real aiokafka clients, wired to `service`'s hooks."""
     name = settings.service_name
     return ServiceLoop(
         service=name,
-        topics=topics,
-        decode=decode,
-        handle=handle,
+        topics=service.topics,
+        decode=service.decode,
+        handle=service.handle,
         consumer=make_consumer(
             settings.kafka,
             group_id=name,
@@ -61,7 +119,7 @@ def build_loop(
             group_instance_id=settings.group_instance_id,
         ),
         producer=make_producer(settings.kafka, client_id=name),
-        metrics=metrics or LoopMetrics(name),
+        metrics=service.metrics,
         retry=RetryPolicy(
             attempts=settings.retry_attempts,
             max_backoff_s=settings.retry_max_backoff_s,
@@ -70,45 +128,35 @@ def build_loop(
         track_in_flight=settings.track_in_flight,
         poll_timeout_ms=settings.poll_timeout_ms,
         max_batch_records=settings.max_batch_records,
-        **hooks,
+        flush=service.flush,
+        flush_due_in=service.flush_due_in,
+        commit_floor=service.commit_floor,
+        on_assigned=service.on_assigned,
+        on_revoked=service.on_revoked,
+        busy_heartbeat_s=settings.busy_heartbeat_s,
     )
 
 
-async def serve(
-    settings: ServiceSettings,
-    *,
-    topics: Iterable[str],
-    decode: Decoder[Any],
-    handle: Handler[Any],
-    ready_checks: Mapping[str, ReadyCheck] | None = None,
-    metrics: LoopMetrics | None = None,
-    on_start: Callable[[], Awaitable[None]] | None = None,
-    **hooks: Any,
-) -> None:
-    """Run the loop and the HTTP app until SIGTERM/SIGINT or until the loop fails.
-
-    `on_start` runs once logging and redaction are in place, before the loop consumes
-    anything (the drift-monitor replays its history there)."""
-    topics = list(topics)
+async def serve(settings: ServiceSettings, service: Service[Any]) -> None:
+    """Run the loop and the HTTP app until SIGTERM/SIGINT or until the loop fails."""
+    topics = list(service.topics)
     redact(*all_secrets(settings))
-    if on_start is not None:
-        await on_start()
+    await service.on_start()
     await create_topics(
         settings.kafka,
         [*topics, *(dlq(t) for t in topics)],
         with_dlq=False,
         dlq_retention_ms=int(settings.dlq_retention_hours * 3600 * 1000),
     )
-    loop = build_loop(
-        settings, topics=topics, decode=decode, handle=handle, metrics=metrics, **hooks
-    )
+    loop = build_loop(settings, service)
     app = create_app(
         service=settings.service_name,
         state=loop.state,
         registry=loop.metrics.registry,
         heartbeat_max_age_s=settings.heartbeat_max_age_s,
-        ready_checks=ready_checks,
+        ready_checks=service.ready_checks(),
         docs=settings.http_docs,
+        routes=service.routes(),
     )
     server = _Server(
         uvicorn.Config(
@@ -169,11 +217,11 @@ def all_secrets(model: BaseModel) -> list[str]:
     return found
 
 
-def run_service(settings: ServiceSettings, **kwargs: Any) -> None:
+def run_service(settings: ServiceSettings, service: Service[Any]) -> None:
     """Blocking entry point for a service's `main()`."""
     configure_logging(settings.log_level, json=settings.log_json, service=settings.service_name)
     # What exists now (imported modules, a loaded model: ~500,000 objects in the collector)
     # lives as long as the process. Frozen, the cyclic GC's full collections skip it: one
     # took 0.28 s in the collector, a pause for every thread.
     gc.freeze()
-    asyncio.run(serve(settings, **kwargs))
+    asyncio.run(serve(settings, service))

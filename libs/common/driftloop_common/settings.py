@@ -143,6 +143,8 @@ class ServiceSettings(BaseSettings):
     # record that kills the process (OOM, a native crash) is dead-lettered after
     # `max_handler_failures` deaths instead of crash-looping. A commit per record.
     track_in_flight: bool = False
+    # Long handlers keep /healthz beating this often while they work (None: not needed).
+    busy_heartbeat_s: float | None = Field(default=None, gt=0)
     auto_offset_reset: str = Field(default="earliest", pattern="^(earliest|latest)$")
     # Static group membership (Kafka's group.instance.id), e.g. the pod name: a restart
     # within the session timeout keeps the partitions without a rebalance.

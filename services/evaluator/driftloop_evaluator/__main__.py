@@ -1,71 +1,13 @@
 """`python -m driftloop_evaluator` (or `driftloop service evaluator`)."""
 
-from __future__ import annotations
-
-import asyncio
-from collections.abc import Sequence
-
-from prometheus_client import Counter
-
-from driftloop_common import topics
-from driftloop_common.events import Event, ModelTrainedEvent, decode_event
-from driftloop_common.metrics import LoopMetrics
-from driftloop_common.runtime import run_service
-from driftloop_common.service import Record
-from driftloop_common.settings import load_settings
-from driftloop_evaluator.evaluation import Evaluator, EvaluatorConfig
-from driftloop_evaluator.rules import Rules
+from driftloop_common.runtime import load_settings, run_service
+from driftloop_evaluator.service import EvaluatorService
 from driftloop_evaluator.settings import EvaluatorSettings
-
-
-def evaluator_config(settings: EvaluatorSettings) -> EvaluatorConfig:
-    return EvaluatorConfig(
-        tracking_uri=settings.mlflow.tracking_uri,
-        registry_uri=settings.mlflow.registry_uri,
-        store_url=settings.store_url,
-        rules=Rules(
-            f1_delta=settings.f1_delta,
-            f1_floor=settings.f1_floor,
-            max_class_drop=settings.max_class_drop,
-            min_agreement=settings.min_agreement,
-            rmse_improvement=settings.rmse_improvement,
-            r2_floor=settings.r2_floor,
-        ),
-        shadow_hours=settings.shadow_hours,
-        shadow_max_rows=settings.shadow_max_rows,
-        min_test_rows=settings.min_test_rows,
-    )
-
-
-def decode(record: Record) -> ModelTrainedEvent:
-    return decode_event(record.value or b"", expected=(ModelTrainedEvent,))
 
 
 def main() -> None:
     settings = load_settings(EvaluatorSettings)
-    metrics = LoopMetrics(settings.service_name)
-    verdicts = Counter(
-        "driftloop_evaluator_verdicts",
-        "Evaluations by model key and verdict (passed / failed).",
-        ["model_key", "verdict"],
-        registry=metrics.registry,
-    )
-    evaluator = Evaluator(evaluator_config(settings))
-
-    async def handle(event: ModelTrainedEvent) -> Sequence[Event]:
-        result = await asyncio.to_thread(evaluator.evaluate, event)
-        verdict = "passed" if result.payload.passed else "failed"
-        verdicts.labels(str(event.model_key), verdict).inc()
-        return [result]
-
-    run_service(
-        settings,
-        topics=[topics.MODEL_TRAINED],
-        decode=decode,
-        handle=handle,
-        metrics=metrics,
-        busy_heartbeat_s=settings.busy_heartbeat_s,
-    )
+    run_service(settings, EvaluatorService.from_settings(settings))
 
 
 if __name__ == "__main__":

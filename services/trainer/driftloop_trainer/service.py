@@ -12,22 +12,31 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Sequence
+from datetime import timedelta
 
 from prometheus_client import Counter, Histogram
 
-from driftloop_common.events import Event, TrainingFailedEvent, TrainingRequestedEvent
+from driftloop_common import topics
+from driftloop_common.events import (
+    Event,
+    TrainingFailedEvent,
+    TrainingRequestedEvent,
+    decode_event,
+)
 from driftloop_common.metrics import LoopMetrics
-
-if TYPE_CHECKING:
-    from driftloop_trainer.training import Trainer
+from driftloop_common.modeling.splits import SplitConfig
+from driftloop_common.runtime import ServiceBase
+from driftloop_common.service import Record
+from driftloop_trainer.settings import TrainerSettings
+from driftloop_trainer.training import Trainer, TrainerConfig, request_time
 
 log = logging.getLogger(__name__)
 
 
 class TrainerMetrics:
     def __init__(self, metrics: LoopMetrics) -> None:
+        self.loop = metrics
         r = metrics.registry
         self.trainings = Counter(
             "driftloop_trainer_trainings",
@@ -44,17 +53,28 @@ class TrainerMetrics:
         )
 
 
-class TrainerService:
+class TrainerService(ServiceBase[TrainingRequestedEvent]):
+    topics = (topics.TRAINING_REQUESTED,)
+
+    @classmethod
+    def from_settings(cls, settings: TrainerSettings) -> TrainerService:
+        metrics = TrainerMetrics(LoopMetrics(settings.service_name))
+        return cls(Trainer(trainer_config(settings)), metrics)
+
     def __init__(self, trainer: Trainer, metrics: TrainerMetrics) -> None:
         self.trainer = trainer
-        self.metrics = metrics
+        self.metrics = metrics.loop
+        self.counts = metrics
+
+    def decode(self, record: Record) -> TrainingRequestedEvent:
+        return decoder(self.trainer.config)(record)
 
     async def handle(self, request: TrainingRequestedEvent) -> Sequence[Event]:
         key = str(request.model_key)
         done = await asyncio.to_thread(self.trainer.existing, request)
         if done is not None:
             log.info("request %s already produced a version; publishing it again", request.event_id)
-            self.metrics.trainings.labels(key, "already_done").inc()
+            self.counts.trainings.labels(key, "already_done").inc()
             return [done]
         started = await asyncio.to_thread(self.trainer.last_started, request)
         if started is not None and request.occurred_at < started:
@@ -66,10 +86,46 @@ class TrainerService:
                 key,
                 started.isoformat(),
             )
-            self.metrics.trainings.labels(key, "coalesced").inc()
+            self.counts.trainings.labels(key, "coalesced").inc()
             return []
-        with self.metrics.seconds.labels(key).time():
+        with self.counts.seconds.labels(key).time():
             result = await asyncio.to_thread(self.trainer.train, request)
         outcome = "failed" if isinstance(result, TrainingFailedEvent) else "trained"
-        self.metrics.trainings.labels(key, outcome).inc()
+        self.counts.trainings.labels(key, outcome).inc()
         return [result]
+
+
+def trainer_config(settings: TrainerSettings) -> TrainerConfig:
+    return TrainerConfig(
+        tracking_uri=settings.mlflow.tracking_uri,
+        registry_uri=settings.mlflow.registry_uri,
+        store_url=settings.store_url,
+        splits=SplitConfig(
+            train_days=settings.train_days,
+            validation_days=settings.validation_days,
+            test_days=settings.test_days,
+        ),
+        min_rows={
+            "train": settings.min_train_rows,
+            "validation": settings.min_validation_rows,
+            "test": settings.min_test_rows,
+        },
+        encoder_precision=settings.encoder_precision,
+        refit_on_validation=settings.refit_on_validation,
+        fine_tune=settings.fine_tune,
+        fine_tune_epochs=settings.fine_tune_epochs,
+        seed=settings.seed,
+        max_as_of_ahead=timedelta(hours=settings.max_as_of_ahead_hours),
+    )
+
+
+def decoder(config: TrainerConfig) -> Callable[[Record], TrainingRequestedEvent]:
+    """Decodes a `training.requested` and checks its times (year 1, year 9999: `InvalidAsOf`,
+    to the DLQ) before anything reads MLflow or the store."""
+
+    def decode(record: Record) -> TrainingRequestedEvent:
+        request = decode_event(record.value or b"", expected=(TrainingRequestedEvent,))
+        request_time(request, config)
+        return request
+
+    return decode

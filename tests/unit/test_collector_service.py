@@ -12,7 +12,7 @@ import pytest
 from aiokafka import TopicPartition
 
 from driftloop_collector.genesys import NormalizedPiece
-from driftloop_collector.pipeline import Collector
+from driftloop_collector.service import Collector
 from driftloop_collector.settings import CollectorSettings
 from driftloop_common.errors import PermanentError
 from driftloop_common.events import EncoderInfo, InteractionRaw

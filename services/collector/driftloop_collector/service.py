@@ -40,7 +40,7 @@ import asyncio
 import json
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -57,6 +57,7 @@ from driftloop_collector.assembler import (
 from driftloop_collector.genesys import ParseLimits, Piece, parse_raw
 from driftloop_collector.settings import CollectorSettings
 from driftloop_common import topics
+from driftloop_common.app import ReadyCheck
 from driftloop_common.encoder import TextEncoder
 from driftloop_common.errors import PermanentError
 from driftloop_common.events import (
@@ -67,6 +68,7 @@ from driftloop_common.events import (
     describe_validation_error,
 )
 from driftloop_common.metrics import LoopMetrics
+from driftloop_common.runtime import ServiceBase
 from driftloop_common.service import LOG_APPEND_TIME, DeadLetter, Record
 from driftloop_common.store import InteractionStore, Provenance
 
@@ -113,7 +115,22 @@ class CollectorMetrics:
         )
 
 
-class Collector:
+class Collector(ServiceBase[Piece]):
+    topics = (topics.INTERACTIONS_RAW,)
+
+    @classmethod
+    def from_settings(cls, settings: CollectorSettings) -> Collector:
+        """The collector with its encoder loaded and its store opened."""
+        encoder = TextEncoder(
+            precision=settings.encoder_precision, num_threads=settings.encoder_threads
+        ).load()
+        return cls(
+            settings,
+            encoder=encoder,
+            store=InteractionStore(settings.store_url),
+            metrics=LoopMetrics(settings.service_name),
+        )
+
     def __init__(
         self,
         settings: CollectorSettings,
@@ -126,7 +143,8 @@ class Collector:
         self.settings = settings
         self.encoder = encoder
         self.store = store
-        self.metrics = CollectorMetrics(metrics)
+        self.metrics = metrics
+        self.counts = CollectorMetrics(metrics)
         self.clock = clock
         self.limits = ParseLimits(
             max_text_bytes=settings.max_text_bytes,
@@ -152,6 +170,9 @@ class Collector:
         self._stored: dict[tuple[str, str], dict[str, int]] = {}
 
     # ------------------------------------------------------------ the loop's hooks
+    def ready_checks(self) -> Mapping[str, ReadyCheck]:
+        return {"model_loaded": lambda: self.encoder.loaded}
+
     def decode(self, record: Record) -> Piece:
         appended_at = (
             datetime.fromtimestamp(record.timestamp / 1000, UTC)
@@ -175,9 +196,9 @@ class Collector:
     async def flush(self) -> list[Event | DeadLetter]:
         self._ready += self.assembler.expire(self.clock())
         for dropped in self.assembler.drain_dropped():
-            self.metrics.dropped.labels(dropped.reason.value).inc()
+            self.counts.dropped.labels(dropped.reason.value).inc()
             log.info("dropped conversation %s: %s", dropped.conversation_id, dropped.reason)
-        self.metrics.open.set(self.assembler.open_conversations)
+        self.counts.open.set(self.assembler.open_conversations)
         if not self._ready:
             return []
         ready = self._ready[: self.settings.max_flush_conversations]  # the rest: next poll
@@ -244,7 +265,7 @@ class Collector:
                 todo.append(c)
         if not todo:
             return list(letters)
-        with self.metrics.embed_seconds.time():
+        with self.counts.embed_seconds.time():
             vectors = self.encoder.encode(
                 [c.text for c in todo], batch_size=self.settings.encoder_batch_size
             )
@@ -260,9 +281,9 @@ class Collector:
             letters.append(_dead_letter(built.pop(conversation_id)[0], error))
         outputs: list[Event | DeadLetter] = list(letters)
         for c, _, events in built.values():
-            self.metrics.conversations.labels(c.completion.value).inc()
+            self.counts.conversations.labels(c.completion.value).inc()
             if c.truncated:
-                self.metrics.truncated.inc()
+                self.counts.truncated.inc()
             outputs += events
         return outputs
 
@@ -273,7 +294,7 @@ class Collector:
         for c in ready:
             stored = self._stored_pieces(c) if self._maybe_emitted(c) else None
             if stored is not None and stored > c.pieces:
-                self.metrics.dropped.labels("already_stored").inc()
+                self.counts.dropped.labels("already_stored").inc()
                 log.info(
                     "conversation %s rebuilt from %d pieces, stored from %d: not emitted again",
                     c.conversation_id,

@@ -1,0 +1,34 @@
+"""The auditor: every lifecycle event in, one audit record out (`handlers.handle`)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from driftloop_auditor.handlers import handle
+from driftloop_auditor.settings import AuditorSettings
+from driftloop_common.events import EVENT_TYPES, Event, decode_event
+from driftloop_common.metrics import LoopMetrics
+from driftloop_common.runtime import ServiceBase
+from driftloop_common.service import Record
+
+ACCEPTED = tuple(
+    cls
+    for name, cls in EVENT_TYPES.items()
+    if name not in {"interaction.raw", "interaction.embedded", "prediction", "audit"}
+)
+
+
+def decode(record: Record) -> Event:
+    return decode_event(record.value or b"", expected=ACCEPTED)
+
+
+class Auditor(ServiceBase[Event]):
+    def __init__(self, settings: AuditorSettings) -> None:
+        self.topics = settings.topics
+        self.metrics = LoopMetrics(settings.service_name)
+
+    def decode(self, record: Record) -> Event:
+        return decode(record)
+
+    async def handle(self, value: Event) -> Sequence[Event]:
+        return await handle(value)
