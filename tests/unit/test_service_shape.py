@@ -52,3 +52,16 @@ def test_run_service_takes_the_settings_and_the_service_only() -> None:
         kinds = [p.kind for p in inspect.signature(function).parameters.values()]
         assert inspect.Parameter.VAR_KEYWORD not in kinds
         assert list(inspect.signature(function).parameters) == ["settings", "service"]
+
+
+def test_every_service_has_its_own_default_port() -> None:
+    ports = {}
+    for package in sorted(CLASSES):
+        settings = importlib.import_module(f"{package}.settings")
+        (cls,) = [
+            v
+            for k, v in vars(settings).items()
+            if k.endswith("Settings") and getattr(v, "__module__", "") == settings.__name__
+        ]
+        ports[package] = cls.model_fields["http_port"].default
+    assert len(set(ports.values())) == len(ports), ports

@@ -25,7 +25,7 @@ from driftloop_common.events import Event
 from driftloop_common.kafka import create_topics, make_consumer, make_producer
 from driftloop_common.logs import configure_logging, redact, uri_passwords
 from driftloop_common.metrics import LoopMetrics
-from driftloop_common.service import DeadLetter, Record, RetryPolicy, ServiceLoop
+from driftloop_common.service import Consumer, DeadLetter, Record, RetryPolicy, ServiceLoop
 from driftloop_common.settings import ServiceSettings, load_settings
 from driftloop_common.topics import dlq
 
@@ -61,7 +61,7 @@ class Service(Protocol[T]):
 
     def commit_floor(self, tp: TopicPartition) -> int | None: ...
 
-    async def on_assigned(self, consumer: Any, assigned: set[TopicPartition]) -> None: ...
+    async def on_assigned(self, consumer: Consumer, assigned: set[TopicPartition]) -> None: ...
 
     async def on_revoked(self, revoked: set[TopicPartition]) -> None: ...
 
@@ -85,7 +85,7 @@ class ServiceBase(Generic[T]):
     def commit_floor(self, tp: TopicPartition) -> int | None:
         return None
 
-    async def on_assigned(self, consumer: Any, assigned: set[TopicPartition]) -> None:
+    async def on_assigned(self, consumer: Consumer, assigned: set[TopicPartition]) -> None:
         return None
 
     async def on_revoked(self, revoked: set[TopicPartition]) -> None:

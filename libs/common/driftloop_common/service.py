@@ -85,6 +85,49 @@ class Record(Protocol):
     timestamp_type: int  # `LOG_APPEND_TIME`: the broker's clock; otherwise the producer's
 
 
+class Consumer(Protocol):
+    """What the loop needs of a consumer (`driftloop_common.kafka.Consumer` fits; so do the
+    unit tests' fakes). A service's `on_assigned` may also seek it (`seek`,
+    `offsets_for_times`, `seek_to_end`), as aiokafka's consumer can."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    def subscribe(self, topics: list[str], listener: ConsumerRebalanceListener) -> None: ...
+
+    async def getmany(
+        self, *partitions: TopicPartition, timeout_ms: int = 0, max_records: int | None = None
+    ) -> Mapping[TopicPartition, Sequence[Any]]: ...
+
+    async def commit(self, offsets: Mapping[TopicPartition, int | tuple[int, str]]) -> None: ...
+
+    async def committed_metadata(
+        self, partitions: Iterable[TopicPartition]
+    ) -> Mapping[TopicPartition, tuple[int, str]]: ...
+
+    def assignment(self) -> set[TopicPartition]: ...
+
+    def highwater(self, partition: TopicPartition) -> int | None: ...
+
+
+class Producer(Protocol):
+    """What the loop needs of a producer (aiokafka's `AIOKafkaProducer` fits): `send`
+    returns a future that resolves once the broker acknowledged the record."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    async def send(
+        self,
+        topic: str,
+        value: bytes,
+        key: bytes | None = None,
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> Awaitable[Any]: ...
+
+
 LOG_APPEND_TIME = 1
 """Kafka's `timestamp_type` of a record stamped by the broker when it appended it."""
 
@@ -122,7 +165,7 @@ CommitFloor = Callable[[TopicPartition], "int | None"]
 """The lowest offset of `tp` a service still needs (state held in memory); the loop never
 commits past it, so after a crash that state is rebuilt by re-reading Kafka."""
 
-OnAssigned = Callable[[Any, set[TopicPartition]], Awaitable[None]]
+OnAssigned = Callable[[Consumer, set[TopicPartition]], Awaitable[None]]
 """Called with the consumer when partitions are assigned (e.g. to seek by timestamp)."""
 
 OnRevoked = Callable[[set[TopicPartition]], Awaitable[None]]
@@ -289,8 +332,8 @@ class ServiceLoop(Generic[T]):
         topics: Iterable[str],
         decode: Decoder[T],
         handle: Handler[T],
-        consumer: Any,
-        producer: Any,
+        consumer: Consumer,
+        producer: Producer,
         metrics: LoopMetrics | None = None,
         retry: RetryPolicy | None = None,
         poll_timeout_ms: int = 1000,

@@ -9,7 +9,7 @@ class TrainerSettings(ServiceSettings):
     """`DRIFTLOOP_…` variables; see the README's configuration table."""
 
     service_name: str = "trainer"
-    http_port: int = 8300
+    http_port: int = 8500  # each service its own default port (collector: 8300)
     store_url: str = Field(default_factory=default_store_url)  # interactions and feature tables
     mlflow: MlflowSettings = Field(default_factory=MlflowSettings)
     # Days before the request time T at which each split starts and ends.
