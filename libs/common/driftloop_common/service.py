@@ -506,7 +506,7 @@ class ServiceLoop(Generic[T]):
             )
             await self._with_retries(lambda: self._dead_letter(record, error), context)
             status = "dlq"
-        except Exception:
+        except OUTAGES:
             # An outage: this process gives up on the record, which was not the record's
             # fault. A note that says "in flight" would count as a death on the next start.
             noted = self._attempts.get(tp)
@@ -522,13 +522,12 @@ class ServiceLoop(Generic[T]):
         log.debug("handled", extra={**context, "status": status})
 
     def _decode(self, record: Record) -> T:
-        """Decoders are pure: whatever they raise is about the bytes (an unexpected
-        exception too, e.g. a `RecursionError` on absurd nesting)."""
+        """Decoders are pure: a data error they let through (a `RecursionError` on absurd
+        nesting, a `ValueError` from a parser) is about the bytes. Anything else is a bug
+        in the decoder and stops the service."""
         try:
             return self.decode(record)
-        except DriftloopError:
-            raise
-        except Exception as exc:
+        except (ValueError, TypeError, OverflowError, RecursionError) as exc:
             raise InvalidEventError(
                 f"the decoder failed: {type(exc).__name__}: {short_reason(exc)}"
             ) from exc
@@ -559,7 +558,7 @@ class ServiceLoop(Generic[T]):
                     )
             except OUTAGES:
                 raise
-            except Exception as exc:
+            except Exception as exc:  # the one place that sorts a handler's bugs: counted
                 failures += 1
                 last_error = f"{type(exc).__name__}: {short_reason(exc)}"
                 self.metrics.exceptions.labels(type(exc).__name__).inc()

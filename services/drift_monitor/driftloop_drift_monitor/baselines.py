@@ -19,6 +19,7 @@ from contextlib import AbstractContextManager
 
 from driftloop_common import registry
 from driftloop_common.drift.baseline import ARTIFACT_PATH, DriftBaseline
+from driftloop_common.errors import PermanentError
 from driftloop_common.events import EncoderInfo, ModelKey
 from driftloop_common.logs import safe_uri
 from driftloop_drift_monitor.monitor import BaselineSource, MonitorConfig
@@ -54,7 +55,13 @@ class MlflowBaselineSource(BaselineSource):
         with tempfile.TemporaryDirectory() as folder:
             with self._translated(f"downloading the {ARTIFACT_PATH} artifact of {where}"):
                 path = client.download_artifacts(version.run_id, ARTIFACT_PATH, folder)
-            baseline = DriftBaseline.load(path)
+            try:
+                baseline = DriftBaseline.load(path)
+            except (OSError, ValueError, KeyError) as exc:
+                raise PermanentError(
+                    f"the {ARTIFACT_PATH} artifact of {where} cannot be read: {exc!r}",
+                    code="bad_baseline",
+                ) from exc
         return baseline.with_source(where)
 
     def _translated(self, doing: str) -> AbstractContextManager[None]:

@@ -41,7 +41,7 @@ import numpy as np
 from driftloop_common.drift.baseline import DriftBaseline, build_baseline
 from driftloop_common.drift.detect import DetectorConfig, DriftDetector, DriftReport
 from driftloop_common.drift.window import SlidingWindow
-from driftloop_common.errors import RetryableError
+from driftloop_common.errors import DriftloopError, RetryableError
 from driftloop_common.events import (
     DriftDetected,
     DriftDetectedEvent,
@@ -256,10 +256,10 @@ class DriftMonitor:
             raise BaselineUnavailable(key, status)
         try:
             baseline = self.source.load(key)
-        except Exception as exc:
-            # Not a translation: whatever the source raised, the key must wait rather than
-            # bootstrap while a champion may exist. The error is logged (with its trace when
-            # it is not one of ours) and shown on /readyz and /metrics.
+        except DriftloopError as exc:
+            # The sources translate their libraries' errors (an outage: retryable; a
+            # champion whose baseline cannot be read: permanent). Either way the key waits
+            # rather than bootstrap while a champion may exist; shown on /readyz, /metrics.
             failures = (status.failures if status else 0) + 1
             delay = self.config.retry_delay(failures)
             status = BaselineStatus(

@@ -35,7 +35,7 @@ from driftloop_common import topics
 from driftloop_common.app import ReadyCheck
 from driftloop_common.drift.detect import DetectorConfig
 from driftloop_common.encoder import MODEL_ID
-from driftloop_common.errors import RetryableError
+from driftloop_common.errors import PermanentError, RetryableError
 from driftloop_common.events import (
     EncoderInfo,
     Event,
@@ -345,7 +345,7 @@ async def restore_history(kafka: KafkaSettings, monitor: DriftMonitor, since: da
                         event = decode_event(
                             record.value or b"", expected=(TrainingRequestedEvent,)
                         )
-                    except Exception:
+                    except PermanentError:
                         continue  # someone else's DLQ problem
                     if event.producer == SERVICE:
                         p = event.payload
