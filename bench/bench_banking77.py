@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for `tests.realdata`
-from driftloop_common.modeling.text_head import HeadGrid, TextExamples, select_and_fit
+from driftloop_common.ml.modeling.text_head import HeadGrid, TextExamples, select_and_fit
 from tests.realdata import BANKING77, EmbeddingCache, banking77, missing
 
 REFERENCE_C = (1.0, 10.0, 30.0, 100.0)
@@ -48,7 +48,7 @@ def embedded(cache: Path) -> tuple[dict[str, Any], float]:
     calls: list[float] = []
 
     def encode(texts: list[str]) -> np.ndarray:
-        from driftloop_common.encoder import TextEncoder
+        from driftloop_common.ml.encoder import TextEncoder
 
         started = time.perf_counter()
         x = TextEncoder().load().encode(texts)

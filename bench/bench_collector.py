@@ -60,10 +60,11 @@ from driftloop_cli.generate import publish_records  # noqa: E402
 from driftloop_collector.assembler import AssemblerConfig, ConversationAssembler  # noqa: E402
 from driftloop_collector.genesys import parse_raw  # noqa: E402
 from driftloop_common import topics  # noqa: E402
-from driftloop_common.encoder import TextEncoder  # noqa: E402
-from driftloop_common.kafka import create_topics  # noqa: E402
-from driftloop_common.local_kafka import LocalKafka, free_port  # noqa: E402
-from driftloop_common.settings import KafkaSettings  # noqa: E402
+from driftloop_common.ml.encoder import TextEncoder  # noqa: E402
+from driftloop_common.runtime.kafka import create_topics  # noqa: E402
+from driftloop_common.runtime.settings import KafkaSettings  # noqa: E402
+from driftloop_local.kafka import LocalKafka  # noqa: E402
+from driftloop_local.processes import free_port  # noqa: E402
 from driftloop_synthetic import GeneratorConfig, OutputFormat, generate, kafka_records  # noqa: E402
 
 ALL_CPUS = frozenset(os.sched_getaffinity(0))

@@ -42,8 +42,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for `tests.realdata`
 
-from driftloop_common.drift.detect import DetectorConfig, DriftDetector
-from driftloop_common.encoder import TextEncoder, available_cpus
+from driftloop_common.ml.drift.detect import DetectorConfig, DriftDetector
+from driftloop_common.ml.encoder import TextEncoder, available_cpus
 from tests.realdata import (
     BANKING77,
     BITEXT,

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from driftloop_common.encoder import MAX_SEQ_LENGTH, TextEncoder, available_cpus
+from driftloop_common.ml.encoder import MAX_SEQ_LENGTH, TextEncoder, available_cpus
 
 OPENINGS = [
     "hi",

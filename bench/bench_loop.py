@@ -16,8 +16,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from driftloop_common.events import Audit, AuditEvent, Event
-from driftloop_common.service import ServiceLoop
+from driftloop_common.contracts.events import Audit, AuditEvent, Event
+from driftloop_common.runtime.loop import ServiceLoop
 from tests.unit.fakes import FakeConsumer, FakeProducer, FakeRecord
 
 

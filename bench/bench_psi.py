@@ -54,10 +54,10 @@ from typing import Any
 
 import numpy as np
 
-from driftloop_common.drift.baseline import build_baseline
-from driftloop_common.drift.psi import PsiSummary, bin_counts, fit_edges, psi, psi_from_counts
-from driftloop_common.drift.window import SlidingWindow
-from driftloop_common.events import EncoderInfo
+from driftloop_common.contracts.events import EncoderInfo
+from driftloop_common.ml.drift.baseline import build_baseline
+from driftloop_common.ml.drift.psi import PsiSummary, bin_counts, fit_edges, psi, psi_from_counts
+from driftloop_common.ml.drift.window import SlidingWindow
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.unit.test_psi import design_document_psi

@@ -32,9 +32,9 @@ WORDS = "please help account card order refund payment delivery password balance
 
 
 def fill_store(url: str, n: int, classes: int, as_of: datetime, seed: int) -> None:
-    from driftloop_common.encoder import MODEL_ID
-    from driftloop_common.events import EncoderInfo, InteractionEmbedded
-    from driftloop_common.store import InteractionStore
+    from driftloop_common.contracts.events import EncoderInfo, InteractionEmbedded
+    from driftloop_common.ml.encoder import MODEL_ID
+    from driftloop_common.storage.interactions import InteractionStore
 
     rng = np.random.default_rng(seed)
     centroids = rng.normal(size=(classes, 384))
@@ -63,7 +63,7 @@ def fill_store(url: str, n: int, classes: int, as_of: datetime, seed: int) -> No
 
 
 def one_size(n: int, classes: int, tracking_uri: str) -> dict:
-    from driftloop_common.events import TrainingRequested, TrainingRequestedEvent
+    from driftloop_common.contracts.events import TrainingRequested, TrainingRequestedEvent
     from driftloop_trainer.training import Trainer, TrainerConfig
 
     as_of = datetime(2026, 11, 1, tzinfo=UTC)
@@ -107,7 +107,7 @@ def main() -> None:
         print(json.dumps(one_size(args.one, args.classes, args.tracking_uri)))
         return
 
-    from driftloop_common.local_mlflow import LocalMlflow
+    from driftloop_local.mlflow import LocalMlflow
 
     print(f"$ {shlex.join([Path(sys.executable).name, *sys.argv])}")
     print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, load {os.getloadavg()}")

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from driftloop_common.local_mlflow import LocalMlflow
+from driftloop_local.mlflow import LocalMlflow
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from driftloop_common.local_kafka import LocalKafka
+from driftloop_local.kafka import LocalKafka
 from tests.integration.history import SyntheticHistory
 
 

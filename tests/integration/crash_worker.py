@@ -19,8 +19,8 @@ import signal
 import sys
 from pathlib import Path
 
-from driftloop_common.events import Event
-from driftloop_common.service import RetryPolicy
+from driftloop_common.contracts.events import Event
+from driftloop_common.runtime.loop import RetryPolicy
 from tests.integration.helpers import audit_of, real_loop
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from driftloop_common.events import (
+from driftloop_common.contracts.events import (
     Audit,
     AuditEvent,
     Event,
@@ -26,10 +26,10 @@ from driftloop_common.events import (
     TrainingRequestedEvent,
     decode_event,
 )
-from driftloop_common.kafka import create_topics, make_consumer, make_producer
-from driftloop_common.local_kafka import free_port
-from driftloop_common.service import Handler, RetryPolicy, ServiceLoop
-from driftloop_common.settings import KafkaSettings
+from driftloop_common.runtime.kafka import create_topics, make_consumer, make_producer
+from driftloop_common.runtime.loop import Handler, RetryPolicy, ServiceLoop
+from driftloop_common.runtime.settings import KafkaSettings
+from driftloop_local.processes import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 LANGUAGES = ("en-us", "es-es", "fr-fr", "de-de", "pt-br", "it-it", "nl-nl", "ja-jp")

@@ -8,9 +8,9 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 
-from driftloop_common.encoder import TextEncoder
-from driftloop_common.events import EncoderInfo, InteractionEmbedded
-from driftloop_common.store import InteractionStore
+from driftloop_common.contracts.events import EncoderInfo, InteractionEmbedded
+from driftloop_common.ml.encoder import TextEncoder
+from driftloop_common.storage.interactions import InteractionStore
 from driftloop_synthetic import GeneratorConfig, Interaction, generate
 
 

@@ -16,9 +16,9 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from driftloop_common import topics
-from driftloop_common.local_kafka import free_port
-from driftloop_common.store import InteractionStore
+from driftloop_common.contracts import topics
+from driftloop_common.storage.interactions import InteractionStore
+from driftloop_local.processes import free_port
 from driftloop_synthetic import GeneratorConfig, Interaction, OutputFormat, generate, kafka_records
 from tests.integration.helpers import make_topics
 

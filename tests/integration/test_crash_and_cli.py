@@ -14,8 +14,8 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from driftloop_common import topics
-from driftloop_common.local_kafka import free_port
+from driftloop_common.contracts import topics
+from driftloop_local.processes import free_port
 from tests.integration.helpers import make_topics, produce, read_all, request, wait_for
 
 pytestmark = pytest.mark.integration

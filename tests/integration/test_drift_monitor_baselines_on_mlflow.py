@@ -18,12 +18,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from driftloop_common import registry
-from driftloop_common.drift.baseline import ARTIFACT_PATH, build_baseline
-from driftloop_common.errors import RetryableError
-from driftloop_common.events import ModelKey
-from driftloop_common.local_kafka import free_port
+from driftloop_common.contracts.errors import RetryableError
+from driftloop_common.contracts.events import ModelKey
+from driftloop_common.ml.drift.baseline import ARTIFACT_PATH, build_baseline
+from driftloop_common.storage import registry
 from driftloop_drift_monitor.baselines import MlflowBaselineSource
+from driftloop_local.processes import free_port
 from tests.unit.drift_data import ENCODER, Traffic
 
 pytestmark = pytest.mark.integration

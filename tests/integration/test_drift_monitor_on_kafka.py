@@ -18,9 +18,13 @@ import numpy as np
 import pytest
 from aiokafka import AIOKafkaConsumer
 
-from driftloop_common import topics
-from driftloop_common.events import InteractionEmbedded, InteractionEmbeddedEvent, ModelKey
-from driftloop_common.local_kafka import free_port
+from driftloop_common.contracts import topics
+from driftloop_common.contracts.events import (
+    InteractionEmbedded,
+    InteractionEmbeddedEvent,
+    ModelKey,
+)
+from driftloop_local.processes import free_port
 from tests.integration.helpers import make_topics, produce, wait_for
 from tests.unit.drift_data import ENCODER, Traffic, shifted_weights
 

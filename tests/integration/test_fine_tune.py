@@ -9,16 +9,16 @@ import mlflow.pyfunc
 import numpy as np
 import pytest
 
-from driftloop_common.events import (
+from driftloop_common.contracts.events import (
     InteractionEmbedded,
     ModelTrainedEvent,
     TrainingRequested,
     TrainingRequestedEvent,
 )
-from driftloop_common.modeling.finetune import FINE_TUNED_ID, FineTunedClassifier
-from driftloop_common.modeling.splits import SplitConfig
-from driftloop_common.registry import Tag
-from driftloop_common.store import InteractionStore
+from driftloop_common.ml.modeling.finetune import FINE_TUNED_ID, FineTunedClassifier
+from driftloop_common.ml.modeling.splits import SplitConfig
+from driftloop_common.storage.interactions import InteractionStore
+from driftloop_common.storage.registry import Tag
 from driftloop_trainer.training import Trainer, TrainerConfig
 from tests.integration.history import SyntheticHistory
 

@@ -10,12 +10,12 @@ from collections import Counter
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from driftloop_common import topics
-from driftloop_common.events import Event, decode_event
-from driftloop_common.kafka import make_consumer
-from driftloop_common.local_kafka import LocalKafka
-from driftloop_common.service import LOG_APPEND_TIME, RetryPolicy
-from driftloop_common.settings import KafkaSettings
+from driftloop_common.contracts import topics
+from driftloop_common.contracts.events import Event, decode_event
+from driftloop_common.runtime.kafka import make_consumer
+from driftloop_common.runtime.loop import LOG_APPEND_TIME, RetryPolicy
+from driftloop_common.runtime.settings import KafkaSettings
+from driftloop_local.kafka import LocalKafka
 from tests.integration.helpers import (
     audit_of,
     make_topics,
@@ -228,7 +228,7 @@ async def test_dead_letter_topics_are_created_with_their_retention(
     from aiokafka.admin import AIOKafkaAdminClient
     from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
-    from driftloop_common.kafka import create_topics
+    from driftloop_common.runtime.kafka import create_topics
 
     name = fresh_name("in")
     settings = KafkaSettings(bootstrap_servers=kafka_bootstrap)

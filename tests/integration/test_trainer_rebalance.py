@@ -31,8 +31,7 @@ from mlflow import MlflowClient
 from mlflow.entities import ViewType
 from mlflow.pyfunc import PythonModel
 
-from driftloop_common import registry
-from driftloop_common.events import (
+from driftloop_common.contracts.events import (
     Event,
     ModelKey,
     ModelTrainedEvent,
@@ -41,12 +40,13 @@ from driftloop_common.events import (
     TrainingRequestedEvent,
     decode_event,
 )
-from driftloop_common.kafka import make_consumer, make_producer
-from driftloop_common.metrics import LoopMetrics
-from driftloop_common.modeling.splits import SPLITS
-from driftloop_common.registry import Tag
-from driftloop_common.service import RetryPolicy, ServiceLoop
-from driftloop_common.settings import KafkaSettings
+from driftloop_common.ml.modeling.splits import SPLITS
+from driftloop_common.runtime.kafka import make_consumer, make_producer
+from driftloop_common.runtime.loop import RetryPolicy, ServiceLoop
+from driftloop_common.runtime.metrics import LoopMetrics
+from driftloop_common.runtime.settings import KafkaSettings
+from driftloop_common.storage import registry
+from driftloop_common.storage.registry import Tag
 from driftloop_trainer import training
 from driftloop_trainer.families import FittedModel, SplitData
 from driftloop_trainer.service import TrainerMetrics, TrainerService

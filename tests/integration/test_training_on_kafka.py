@@ -25,8 +25,8 @@ import pytest_asyncio
 from aiokafka import AIOKafkaConsumer
 from mlflow import MlflowClient
 
-from driftloop_common import registry, topics
-from driftloop_common.events import (
+from driftloop_common.contracts import topics
+from driftloop_common.contracts.events import (
     Event,
     ModelEvaluatedEvent,
     ModelKey,
@@ -35,7 +35,8 @@ from driftloop_common.events import (
     TrainingRequested,
     TrainingRequestedEvent,
 )
-from driftloop_common.tables import FeatureTableStore
+from driftloop_common.storage import registry
+from driftloop_common.storage.features import FeatureTableStore
 from driftloop_drift_monitor.baselines import MlflowBaselineSource
 from driftloop_evaluator.evaluation import Evaluator, EvaluatorConfig
 from driftloop_synthetic.leads import LeadConfig, generate_leads

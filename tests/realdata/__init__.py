@@ -32,9 +32,9 @@ import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
 
-from driftloop_common.drift.baseline import DriftBaseline, build_baseline
-from driftloop_common.drift.window import SlidingWindow, WindowSnapshot
-from driftloop_common.events import EncoderInfo
+from driftloop_common.contracts.events import EncoderInfo
+from driftloop_common.ml.drift.baseline import DriftBaseline, build_baseline
+from driftloop_common.ml.drift.window import SlidingWindow, WindowSnapshot
 from tests.real_data import REAL_DATA
 
 BANKING77 = REAL_DATA / "banking77"

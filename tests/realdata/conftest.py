@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import pytest
 
-from driftloop_common.drift.baseline import build_baseline
-from driftloop_common.encoder import TextEncoder
-from driftloop_common.events import EncoderInfo
+from driftloop_common.contracts.events import EncoderInfo
+from driftloop_common.ml.drift.baseline import build_baseline
+from driftloop_common.ml.encoder import TextEncoder
 from tests.realdata import Banking, EmbeddingCache, Language, Pool, mix, tod
 
 TOD_STREAM_ROWS = 2000  # per language: the live pool; the baselines use whole files

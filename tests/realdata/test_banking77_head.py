@@ -19,7 +19,7 @@ import pytest
 from sklearn.metrics import accuracy_score, f1_score
 from sklearn.model_selection import train_test_split
 
-from driftloop_common.modeling.text_head import TextExamples, select_and_fit
+from driftloop_common.ml.modeling.text_head import TextExamples, select_and_fit
 from tests.realdata import BANKING77, EmbeddingCache, banking77, missing
 
 SKIP_REASON = missing(BANKING77)

@@ -19,8 +19,8 @@ from datetime import timedelta
 import numpy as np
 import pytest
 
-from driftloop_common.drift.detect import DetectorConfig, DriftDetector, DriftReport
-from driftloop_common.drift.window import SlidingWindow
+from driftloop_common.ml.drift.detect import DetectorConfig, DriftDetector, DriftReport
+from driftloop_common.ml.drift.window import SlidingWindow
 from tests.realdata import (
     BANKING77,
     BITEXT,

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from driftloop_common.events import (
+from driftloop_common.contracts.events import (
     EncoderInfo,
     InteractionEmbedded,
     ModelTrainedEvent,
@@ -25,8 +25,8 @@ from driftloop_common.events import (
     TrainingRequested,
     TrainingRequestedEvent,
 )
-from driftloop_common.modeling.splits import SPLITS, SplitConfig
-from driftloop_common.store import InteractionStore
+from driftloop_common.ml.modeling.splits import SPLITS, SplitConfig
+from driftloop_common.storage.interactions import InteractionStore
 from driftloop_trainer.training import Trainer, TrainerConfig
 from tests.real_data import REAL_DATA
 from tests.realdata import BANKING77, Banking, EmbeddingCache, missing

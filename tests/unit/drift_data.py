@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 
-from driftloop_common.events import EncoderInfo
+from driftloop_common.contracts.events import EncoderInfo
 
 ENCODER = EncoderInfo(id="test-encoder", precision="fp32")
 DIM, INTENTS = 48, 12

@@ -14,7 +14,7 @@ The property, for every target:
     flush has no DLQ path for an unsendable event).
 
 Payloads (`records_for(target)`): events generated from the pydantic models in
-`driftloop_common.events` (valid, then 0-3 fields mutated: deleted, null, wrong type,
+`driftloop_common.contracts.events` (valid, then 0-3 fields mutated: deleted, null, wrong type,
 huge, NaN/Infinity, lone surrogate escapes, extreme dates and epoch-ms values, deep
 nesting), the Genesys EventBridge examples (`tests.real_data`, when present; built-in
 envelopes of the same shape otherwise) and transcription / wrap-up / normalized pieces
@@ -52,8 +52,8 @@ import numpy as np
 from hypothesis import strategies as st
 from pydantic import AwareDatetime, BaseModel
 
-from driftloop_common.errors import PermanentError
-from driftloop_common.events import (
+from driftloop_common.contracts.errors import PermanentError
+from driftloop_common.contracts.events import (
     EVENT_CLASSES,
     EncoderInfo,
     Event,
@@ -726,7 +726,7 @@ def _publishable(case: _Case, name: str, outputs: Sequence[Any], *, from_flush: 
     """What the loop does with outputs before acks: serialize each event (and, after a
     flush, it must fit one producer request: there is no DLQ path for it there). Records
     `publish:ok:<event type>` per event and `flush:rejected:<code>` per dead letter."""
-    from driftloop_common.service import DeadLetter
+    from driftloop_common.runtime.loop import DeadLetter
 
     for output in outputs:
         if isinstance(output, DeadLetter):
@@ -765,7 +765,7 @@ def _publishable(case: _Case, name: str, outputs: Sequence[Any], *, from_flush: 
 
 @dataclass(frozen=True)
 class FuzzRecord:
-    """A consumed record, as `driftloop_common.service.Record` describes it."""
+    """A consumed record, as `driftloop_common.runtime.loop.Record` describes it."""
 
     topic: str
     partition: int
@@ -834,7 +834,7 @@ def trainer_decode() -> Callable[[Any], TrainingRequestedEvent]:
 def run_trainer(values: Sequence[bytes], broker_time: bool = False) -> list[Outcome]:
     """The trainer's decode, then the pure part of a training: the split windows of the
     request's `as_of` (or `occurred_at`), as `Trainer.train` computes and logs them."""
-    from driftloop_common.modeling.splits import SplitConfig
+    from driftloop_common.ml.modeling.splits import SplitConfig
 
     decode, splits = trainer_decode(), SplitConfig()
     case = _Case("trainer")
@@ -880,7 +880,7 @@ _BASELINE: list[Any] = []
 def drift_baseline() -> Any:
     """A small baseline of 384-dimensional vectors for `intent/en-us` (built once)."""
     if not _BASELINE:
-        from driftloop_common.drift.baseline import build_baseline
+        from driftloop_common.ml.drift.baseline import build_baseline
 
         rng = np.random.default_rng(0)
         x = rng.normal(size=(400, 384)).astype(np.float32)
@@ -1069,8 +1069,8 @@ def run_collector(values: Sequence[bytes], broker_time: bool = False) -> list[Ou
     `flush` (fake encoder, a real `InteractionStore` in a temporary folder) until every
     conversation is out: the clock jumps past `max_wait`."""
     from driftloop_collector.service import Collector
-    from driftloop_common.metrics import LoopMetrics
-    from driftloop_common.store import InteractionStore
+    from driftloop_common.runtime.metrics import LoopMetrics
+    from driftloop_common.storage.interactions import InteractionStore
 
     folder = tempfile.mkdtemp(prefix="fuzz-store-")
     case = _Case("collector")
@@ -1151,7 +1151,7 @@ TARGETS: dict[str, Target] = {
             "decode_event",
             lambda: _one(event_records()),
             run_decode_event,
-            "driftloop_common.events.decode_event, then to_bytes → decode_event again",
+            "driftloop_common.contracts.events.decode_event, then to_bytes → decode_event again",
         ),
         Target(
             "auditor",

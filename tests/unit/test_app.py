@@ -7,9 +7,9 @@ import time
 from aiokafka import TopicPartition
 from fastapi.testclient import TestClient
 
-from driftloop_common.app import create_app
-from driftloop_common.metrics import LoopMetrics
-from driftloop_common.service import LoopState
+from driftloop_common.runtime.app import create_app
+from driftloop_common.runtime.loop import LoopState
+from driftloop_common.runtime.metrics import LoopMetrics
 
 
 def client(state: LoopState, **kw) -> tuple[TestClient, LoopMetrics]:

@@ -30,8 +30,8 @@ from driftloop_collector.genesys import (
     WrapupPiece,
     parse_raw,
 )
-from driftloop_common.errors import ConfigError
-from driftloop_common.events import InteractionRaw
+from driftloop_common.contracts.errors import ConfigError
+from driftloop_common.contracts.events import InteractionRaw
 
 T0 = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 S = timedelta(seconds=1)

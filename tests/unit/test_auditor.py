@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 
 from driftloop_auditor.handlers import handle, summarize
-from driftloop_common.events import (
+from driftloop_common.contracts.events import (
     ModelEvaluated,
     ModelEvaluatedEvent,
     RollbackRequested,

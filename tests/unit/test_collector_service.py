@@ -14,11 +14,11 @@ from aiokafka import TopicPartition
 from driftloop_collector.genesys import NormalizedPiece
 from driftloop_collector.service import Collector
 from driftloop_collector.settings import CollectorSettings
-from driftloop_common.errors import PermanentError
-from driftloop_common.events import EncoderInfo, InteractionRaw
-from driftloop_common.metrics import LoopMetrics
-from driftloop_common.service import LOG_APPEND_TIME, DeadLetter
-from driftloop_common.store import InteractionStore
+from driftloop_common.contracts.errors import PermanentError
+from driftloop_common.contracts.events import EncoderInfo, InteractionRaw
+from driftloop_common.runtime.loop import LOG_APPEND_TIME, DeadLetter
+from driftloop_common.runtime.metrics import LoopMetrics
+from driftloop_common.storage.interactions import InteractionStore
 from driftloop_synthetic import GeneratorConfig, generate, kafka_records
 from tests.unit.fakes import FakeRecord
 

@@ -7,14 +7,14 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from driftloop_common.drift.baseline import DriftBaseline, build_baseline
-from driftloop_common.drift.detect import (
+from driftloop_common.ml.drift.baseline import DriftBaseline, build_baseline
+from driftloop_common.ml.drift.detect import (
     DetectorConfig,
     DriftDetector,
     label_statistics,
     size_bucket,
 )
-from driftloop_common.drift.window import SlidingWindow
+from driftloop_common.ml.drift.window import SlidingWindow
 from tests.unit.drift_data import ENCODER, Traffic, shifted_weights, times
 
 TRAFFIC = Traffic(seed=7)

@@ -7,14 +7,14 @@ from datetime import timedelta
 import numpy as np
 import pytest
 
-from driftloop_common.drift.baseline import DriftBaseline, build_baseline
-from driftloop_common.drift.detect import DetectorConfig
-from driftloop_common.events import (
+from driftloop_common.contracts.events import (
     EncoderInfo,
     InteractionEmbedded,
     InteractionEmbeddedEvent,
     ModelKey,
 )
+from driftloop_common.ml.drift.baseline import DriftBaseline, build_baseline
+from driftloop_common.ml.drift.detect import DetectorConfig
 from driftloop_drift_monitor.monitor import BaselineSource, DriftMonitor, MonitorConfig
 from tests.unit.drift_data import ENCODER, T0, Traffic, shifted_weights
 
@@ -163,7 +163,7 @@ def test_decisions_are_deterministic_for_a_replay(baseline) -> None:
 
 
 def test_without_a_champion_the_oldest_stored_rows_become_the_baseline(tmp_path) -> None:
-    from driftloop_common.store import InteractionStore
+    from driftloop_common.storage.interactions import InteractionStore
     from driftloop_drift_monitor.baselines import StoreBaselineSource
 
     rng = np.random.default_rng(10)

@@ -14,14 +14,18 @@ from aiokafka import TopicPartition
 from fastapi.testclient import TestClient
 from prometheus_client import generate_latest
 
-from driftloop_common import topics
-from driftloop_common.app import create_app
-from driftloop_common.drift.baseline import DriftBaseline, build_baseline
-from driftloop_common.drift.detect import DetectorConfig, DriftDetector
-from driftloop_common.drift.window import SlidingWindow
-from driftloop_common.errors import RetryableError
-from driftloop_common.events import InteractionEmbedded, InteractionEmbeddedEvent, ModelKey
-from driftloop_common.service import LoopState, RetryPolicy, ServiceLoop
+from driftloop_common.contracts import topics
+from driftloop_common.contracts.errors import RetryableError
+from driftloop_common.contracts.events import (
+    InteractionEmbedded,
+    InteractionEmbeddedEvent,
+    ModelKey,
+)
+from driftloop_common.ml.drift.baseline import DriftBaseline, build_baseline
+from driftloop_common.ml.drift.detect import DetectorConfig, DriftDetector
+from driftloop_common.ml.drift.window import SlidingWindow
+from driftloop_common.runtime.app import create_app
+from driftloop_common.runtime.loop import LoopState, RetryPolicy, ServiceLoop
 from driftloop_drift_monitor import __main__ as entry
 from driftloop_drift_monitor import service as service_module
 from driftloop_drift_monitor.monitor import BaselineSource, DriftMonitor, MonitorConfig

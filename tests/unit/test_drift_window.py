@@ -8,9 +8,9 @@ from datetime import timedelta
 import numpy as np
 import pytest
 
-from driftloop_common.drift.baseline import DriftBaseline, build_baseline
-from driftloop_common.drift.psi import bin_counts
-from driftloop_common.drift.window import SlidingWindow
+from driftloop_common.ml.drift.baseline import DriftBaseline, build_baseline
+from driftloop_common.ml.drift.psi import bin_counts
+from driftloop_common.ml.drift.window import SlidingWindow
 from tests.unit.drift_data import ENCODER, T0, Traffic, times
 
 HOUR_SPAN = timedelta(minutes=59)

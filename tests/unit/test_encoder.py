@@ -13,7 +13,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from driftloop_common.encoder import (
+from driftloop_common.contracts.errors import ConfigError
+from driftloop_common.ml.encoder import (
     ATTENTION_COST,
     BATCH_COST_TOKENS,
     MODEL_ID,
@@ -21,7 +22,6 @@ from driftloop_common.encoder import (
     model_dir,
     plan_batches,
 )
-from driftloop_common.errors import ConfigError
 
 TEXTS = [
     "I want to cancel my order.",
@@ -175,7 +175,7 @@ def test_int8_stays_close_to_fp32(int8: TextEncoder, vectors: np.ndarray) -> Non
 
 def test_nothing_is_loaded_at_import_or_construction() -> None:
     code = (
-        "import sys, driftloop_common.encoder as e; e.TextEncoder(); "
+        "import sys, driftloop_common.ml.encoder as e; e.TextEncoder(); "
         "assert 'torch' not in sys.modules and 'transformers' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -15,10 +15,10 @@ import mlflow
 import pytest
 from mlflow.exceptions import RestException
 
-from driftloop_common.errors import PermanentError, RetryableError
-from driftloop_common.events import ModelTrained, ModelTrainedEvent
-from driftloop_common.local_kafka import free_port
+from driftloop_common.contracts.errors import PermanentError, RetryableError
+from driftloop_common.contracts.events import ModelTrained, ModelTrainedEvent
 from driftloop_evaluator.evaluation import Evaluator, EvaluatorConfig
+from driftloop_local.processes import free_port
 
 PASSWORD = "s3cr3t-pw"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from driftloop_common.modeling.metrics import ClassificationScores, classification_scores
+from driftloop_common.ml.modeling.metrics import ClassificationScores, classification_scores
 from driftloop_evaluator.rules import Rules, classification_verdict, regression_verdict
 
 

@@ -8,9 +8,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from driftloop_common import topics
-from driftloop_common.errors import InvalidEventError
-from driftloop_common.events import (
+from driftloop_common.contracts import topics
+from driftloop_common.contracts.errors import InvalidEventError
+from driftloop_common.contracts.events import (
     EVENT_TYPES,
     Audit,
     AuditEvent,

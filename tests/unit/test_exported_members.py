@@ -1,35 +1,51 @@
-"""Pins the public API of driftloop_common: a change here is a deliberate decision."""
+"""Pins the public API of driftloop_common's layers: a change here is a deliberate decision."""
 
-import driftloop_common
+import importlib
 
+import pytest
 
-def test_public_api_is_pinned() -> None:
-    assert sorted(driftloop_common.__all__) == [
+PUBLIC_API = {
+    "driftloop_common": [
         "ConfigError",
         "DriftloopError",
         "EVENT_TYPES",
         "Event",
-        "GenesysSettings",
         "InvalidEventError",
+        "ModelKey",
+        "ModelType",
+        "PermanentError",
+        "RetryableError",
+        "SCHEMA_VERSION",
+        "decode_event",
+    ],
+    "driftloop_common.runtime": [
+        "GenesysSettings",
         "KafkaSettings",
         "LoopMetrics",
         "LoopState",
         "MlflowSettings",
-        "ModelKey",
-        "ModelType",
-        "PermanentError",
         "RetryPolicy",
-        "RetryableError",
-        "SCHEMA_VERSION",
+        "Service",
+        "ServiceBase",
         "ServiceLoop",
         "ServiceSettings",
         "configure_logging",
         "create_app",
-        "decode_event",
         "load_settings",
-    ]
+        "run_service",
+        "serve",
+    ],
+}
+PUBLIC_API["driftloop_common.contracts"] = PUBLIC_API["driftloop_common"]
 
 
-def test_every_exported_name_exists() -> None:
-    for name in driftloop_common.__all__:
-        assert getattr(driftloop_common, name) is not None, name
+@pytest.mark.parametrize("module", sorted(PUBLIC_API))
+def test_public_api_is_pinned(module: str) -> None:
+    assert sorted(importlib.import_module(module).__all__) == sorted(PUBLIC_API[module])
+
+
+@pytest.mark.parametrize("module", sorted(PUBLIC_API))
+def test_every_exported_name_exists(module: str) -> None:
+    package = importlib.import_module(module)
+    for name in package.__all__:
+        assert getattr(package, name) is not None, name

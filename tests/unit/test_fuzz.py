@@ -31,8 +31,8 @@ from dataclasses import dataclass
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 
-from driftloop_common.errors import PermanentError
-from driftloop_common.events import decode_event
+from driftloop_common.contracts.errors import PermanentError
+from driftloop_common.contracts.events import decode_event
 from tests.unit import fuzz_harness as fh
 from tests.unit.fuzz_harness import FuzzCase, Outcome
 

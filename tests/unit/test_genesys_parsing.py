@@ -20,8 +20,8 @@ from driftloop_collector.genesys import (
     WrapupPiece,
     parse_raw,
 )
-from driftloop_common.errors import PermanentError
-from driftloop_common.events import (
+from driftloop_common.contracts.errors import PermanentError
+from driftloop_common.contracts.events import (
     InteractionRaw,
     InteractionRawEvent,
     Prediction,

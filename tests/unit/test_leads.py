@@ -13,7 +13,7 @@ import typer
 from typer.testing import CliRunner
 
 from driftloop_cli import leads as cli
-from driftloop_common.tables import FeatureTableStore
+from driftloop_common.storage.features import FeatureTableStore
 from driftloop_synthetic.leads import (
     CAMPAIGN_SOURCES,
     COLUMNS,

@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from driftloop_common.drift import psi as psi_module
-from driftloop_common.drift.psi import (
+from driftloop_common.ml.drift import psi as psi_module
+from driftloop_common.ml.drift.psi import (
     PsiSummary,
     _bin_counts_by_index,
     bin_counts,

@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from driftloop_common.drift.psi import bin_counts, fit_edges, psi_from_counts
+from driftloop_common.ml.drift.psi import bin_counts, fit_edges, psi_from_counts
 
 with warnings.catch_warnings():
     # Evidently's import chain touches numpy.core and other deprecated names.

@@ -8,8 +8,8 @@ import json
 import pytest
 from aiokafka import TopicPartition
 
-from driftloop_common.errors import PermanentError, RetryableError
-from driftloop_common.events import (
+from driftloop_common.contracts.errors import PermanentError, RetryableError
+from driftloop_common.contracts.events import (
     Audit,
     AuditEvent,
     Event,
@@ -18,7 +18,7 @@ from driftloop_common.events import (
     TrainingRequestedEvent,
     decode_event,
 )
-from driftloop_common.service import RetryPolicy, ServiceLoop, _Rebalance
+from driftloop_common.runtime.loop import RetryPolicy, ServiceLoop, _Rebalance
 from tests.unit.fakes import FakeConsumer, FakeProducer, FakeRecord
 
 TOPIC = "training.requested"
@@ -559,7 +559,7 @@ async def test_only_errors_about_the_record_itself_dead_letter_valid_input(
 
 
 async def test_a_flush_dead_letters_one_item_and_publishes_the_rest() -> None:
-    from driftloop_common.service import DeadLetter
+    from driftloop_common.runtime.loop import DeadLetter
 
     loop, consumer, producer, _ = make_loop(
         [[record(0, request("a").to_bytes()), record(1, request("b").to_bytes())]]

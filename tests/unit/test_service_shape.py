@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from driftloop_common.runtime import Service, ServiceBase, run_service, serve
+from driftloop_common.runtime.service import Service, ServiceBase, run_service, serve
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = sorted(ROOT.glob("services/*/driftloop_*"))

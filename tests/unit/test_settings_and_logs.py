@@ -7,10 +7,10 @@ import logging
 
 import pytest
 
-from driftloop_common import logs
-from driftloop_common.errors import ConfigError
-from driftloop_common.logs import configure_logging, redact
-from driftloop_common.settings import ServiceSettings, load_settings
+from driftloop_common.contracts.errors import ConfigError
+from driftloop_common.runtime import logs
+from driftloop_common.runtime.logs import configure_logging, redact
+from driftloop_common.runtime.settings import ServiceSettings, load_settings
 
 
 def test_nested_kafka_settings_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -113,9 +113,9 @@ def test_a_secret_never_reaches_a_log_line_in_any_spelling(
 
 
 def test_uri_settings_lose_their_password_in_messages_and_logs() -> None:
-    from driftloop_common.logs import safe_uri
-    from driftloop_common.runtime import all_secrets
-    from driftloop_common.settings import MlflowSettings
+    from driftloop_common.runtime.logs import safe_uri
+    from driftloop_common.runtime.service import all_secrets
+    from driftloop_common.runtime.settings import MlflowSettings
 
     class WithMlflow(ServiceSettings):
         mlflow: MlflowSettings = MlflowSettings(tracking_uri="https://ops:t0k%40n@mlflow:5000/")
@@ -129,7 +129,7 @@ def test_uri_settings_lose_their_password_in_messages_and_logs() -> None:
 
 
 def test_dlq_topics_are_created_with_a_retention() -> None:
-    from driftloop_common.kafka import topic_configs
+    from driftloop_common.runtime.kafka import topic_configs
 
     assert topic_configs("interactions.raw.dlq", 3_600_000) == {"retention.ms": "3600000"}
     assert topic_configs("interactions.raw") == {"message.timestamp.type": "LogAppendTime"}
@@ -137,8 +137,8 @@ def test_dlq_topics_are_created_with_a_retention() -> None:
 
 
 async def test_consumers_wait_a_poll_interval_on_rebalance_and_can_be_static_members() -> None:
-    from driftloop_common.kafka import make_consumer
-    from driftloop_common.settings import KafkaSettings
+    from driftloop_common.runtime.kafka import make_consumer
+    from driftloop_common.runtime.settings import KafkaSettings
 
     consumer = make_consumer(
         KafkaSettings(),

@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from driftloop_common.errors import PermanentError
-from driftloop_common.modeling.splits import SPLITS, SplitConfig
-from driftloop_common.registry import VersionFacts, next_semver
+from driftloop_common.contracts.errors import PermanentError
+from driftloop_common.ml.modeling.splits import SPLITS, SplitConfig
+from driftloop_common.storage.registry import VersionFacts, next_semver
 
 T = datetime(2026, 11, 24, 12, tzinfo=UTC)
 

@@ -13,9 +13,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from driftloop_common.errors import PermanentError, RetryableError
-from driftloop_common.events import EncoderInfo, InteractionEmbedded
-from driftloop_common.store import SCHEMA, InteractionStore, Provenance, embedding_matrix
+from driftloop_common.contracts.errors import PermanentError, RetryableError
+from driftloop_common.contracts.events import EncoderInfo, InteractionEmbedded
+from driftloop_common.storage.interactions import (
+    SCHEMA,
+    InteractionStore,
+    Provenance,
+    embedding_matrix,
+)
 
 FP32 = EncoderInfo(id="sentence-transformers/all-MiniLM-L6-v2", precision="fp32")
 INT8 = EncoderInfo(id="sentence-transformers/all-MiniLM-L6-v2", precision="int8")

@@ -13,7 +13,7 @@ import typer
 from typer.testing import CliRunner
 
 from driftloop_cli import generate as cli
-from driftloop_common.events import InteractionRawEvent, decode_event
+from driftloop_common.contracts.events import InteractionRawEvent, decode_event
 from driftloop_synthetic import (
     CUSTOMER_END_TOPIC,
     EMERGING_INTENTS,

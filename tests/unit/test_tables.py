@@ -12,8 +12,8 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from driftloop_common.errors import PermanentError, RetryableError
-from driftloop_common.tables import FeatureTableStore
+from driftloop_common.contracts.errors import PermanentError, RetryableError
+from driftloop_common.storage.features import FeatureTableStore
 from driftloop_synthetic.leads import LeadConfig, generate_leads
 
 DAY1 = datetime(2026, 11, 24, tzinfo=UTC)

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from driftloop_common.modeling.tabular import (
+from driftloop_common.ml.modeling.tabular import (
     LEAD_SCORE_SPEC,
     TabularModel,
     TabularSelection,

@@ -12,7 +12,7 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, f1_score, log_loss
 
-from driftloop_common.modeling.text_head import (
+from driftloop_common.ml.modeling.text_head import (
     HeadGrid,
     HeadSelection,
     TextExamples,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime, timedelta
 
-from driftloop_common.events import (
+from driftloop_common.contracts.events import (
     Event,
     ModelTrained,
     ModelTrainedEvent,
@@ -14,7 +14,7 @@ from driftloop_common.events import (
     TrainingRequested,
     TrainingRequestedEvent,
 )
-from driftloop_common.metrics import LoopMetrics
+from driftloop_common.runtime.metrics import LoopMetrics
 from driftloop_trainer.service import TrainerMetrics, TrainerService
 
 T0 = datetime(2026, 11, 24, 12, tzinfo=UTC)

@@ -8,11 +8,15 @@ import asyncio
 import pytest
 from mlflow.exceptions import MlflowException, RestException
 
-from driftloop_common import registry
-from driftloop_common.errors import PermanentError, RetryableError
-from driftloop_common.events import TrainingReason, TrainingRequested, TrainingRequestedEvent
-from driftloop_common.local_kafka import free_port
-from driftloop_common.metrics import LoopMetrics
+from driftloop_common.contracts.errors import PermanentError, RetryableError
+from driftloop_common.contracts.events import (
+    TrainingReason,
+    TrainingRequested,
+    TrainingRequestedEvent,
+)
+from driftloop_common.runtime.metrics import LoopMetrics
+from driftloop_common.storage import registry
+from driftloop_local.processes import free_port
 from driftloop_trainer.service import TrainerMetrics, TrainerService
 from driftloop_trainer.training import Trainer, TrainerConfig
 

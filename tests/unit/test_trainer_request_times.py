@@ -10,15 +10,15 @@ from typing import Any
 import pytest
 from aiokafka import TopicPartition
 
-from driftloop_common.errors import PermanentError
-from driftloop_common.events import (
+from driftloop_common.contracts.errors import PermanentError
+from driftloop_common.contracts.events import (
     TrainingFailedEvent,
     TrainingReason,
     TrainingRequested,
     TrainingRequestedEvent,
 )
-from driftloop_common.metrics import LoopMetrics
-from driftloop_common.service import RetryPolicy, ServiceLoop
+from driftloop_common.runtime.loop import RetryPolicy, ServiceLoop
+from driftloop_common.runtime.metrics import LoopMetrics
 from driftloop_trainer.service import TrainerMetrics, TrainerService
 from driftloop_trainer.training import Trainer, TrainerConfig
 from tests.unit.fakes import FakeConsumer, FakeProducer, FakeRecord
@@ -106,7 +106,7 @@ def test_such_requests_reach_the_dlq_and_the_next_request_is_handled(tmp_path: P
 
 
 def test_long_handlers_note_each_record_in_flight_by_default() -> None:
-    from driftloop_common.settings import ServiceSettings
+    from driftloop_common.runtime.settings import ServiceSettings
     from driftloop_evaluator.settings import EvaluatorSettings
     from driftloop_trainer.settings import TrainerSettings
 

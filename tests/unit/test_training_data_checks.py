@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from driftloop_trainer.families import CannotTrain, SplitData
+from driftloop_common.contracts.errors import CannotTrainError
+from driftloop_trainer.families import SplitData
 
 MIN = {"train": 5, "validation": 2, "test": 2}
 
@@ -24,7 +25,7 @@ def test_enough_rows_of_known_classes_pass() -> None:
 
 
 def test_too_few_rows_names_each_short_split_with_its_counts() -> None:
-    with pytest.raises(CannotTrain) as caught:
+    with pytest.raises(CannotTrainError) as caught:
         data(["a", "b"], ["a"], ["a", "b"]).check(MIN)
     assert "train has 2 rows (needs ≥ 5)" in caught.value.reason
     assert "validation has 1 rows (needs ≥ 2)" in caught.value.reason
@@ -33,7 +34,7 @@ def test_too_few_rows_names_each_short_split_with_its_counts() -> None:
 
 
 def test_a_class_without_training_examples_is_named_with_where_it_appears() -> None:
-    with pytest.raises(CannotTrain) as caught:
+    with pytest.raises(CannotTrainError) as caught:
         data(["a", "b"] * 3, ["a", "crypto_wallet"], ["crypto_wallet", "b", "crypto_wallet"]).check(
             MIN
         )
@@ -43,7 +44,7 @@ def test_a_class_without_training_examples_is_named_with_where_it_appears() -> N
 
 
 def test_one_class_cannot_make_a_classifier() -> None:
-    with pytest.raises(CannotTrain, match="1 class"):
+    with pytest.raises(CannotTrainError, match="1 class"):
         data(["a"] * 6, ["a", "a"], ["a", "a"]).check(MIN)
 
 

@@ -12,9 +12,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from datetime import datetime
 
-from driftloop_common.encoder import TextEncoder
-from driftloop_common.events import InteractionEmbedded
-from driftloop_common.store import InteractionStore
+from driftloop_common.contracts.events import InteractionEmbedded
+from driftloop_common.ml.encoder import TextEncoder
+from driftloop_common.storage.interactions import InteractionStore
 from driftloop_synthetic import Interaction
 
 

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import IO, Annotated
 
 import typer
-from aiokafka.errors import KafkaError
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -29,10 +28,10 @@ from rich.progress import (
 )
 
 from driftloop_cli import kafka_io
-from driftloop_common import topics
-from driftloop_common.errors import DriftloopError, RetryableError
-from driftloop_common.kafka import make_producer
-from driftloop_common.settings import KafkaSettings
+from driftloop_common.contracts import topics
+from driftloop_common.contracts.errors import DriftloopError, RetryableError
+from driftloop_common.runtime.kafka import kafka_errors, make_producer
+from driftloop_common.runtime.settings import KafkaSettings
 from driftloop_synthetic import (
     EMERGING_INTENTS,
     INTENTS,
@@ -525,27 +524,25 @@ def publish_records(
         producer = make_producer(settings, client_id="replay")
         sent = 0
         try:
-            await asyncio.wait_for(producer.start(), 30)
-            loop = asyncio.get_running_loop()
-            began = loop.time()
-            in_flight: list[asyncio.Future[object]] = []
-            for key, value in records:
-                if rate is not None and (delay := began + sent / rate - loop.time()) > 0:
-                    await asyncio.sleep(delay)
-                ack = await producer.send(topic, value, key=key)
-                ack.add_done_callback(lambda _: on_acked())
-                in_flight.append(ack)
-                sent += 1
-                if len(in_flight) >= 1000:  # surface broker errors early, bound memory
-                    await asyncio.gather(*in_flight)
-                    in_flight.clear()
-            await asyncio.gather(*in_flight)
-            return sent
-        except (KafkaError, TimeoutError) as exc:
-            raise RetryableError(
-                f"could not publish to {settings.bootstrap_servers} after {sent} message(s): "
-                f"{exc!r}"
-            ) from exc
+            with kafka_errors(f"could not publish to {topic}", settings):
+                await asyncio.wait_for(producer.start(), 30)
+                loop = asyncio.get_running_loop()
+                began = loop.time()
+                in_flight: list[asyncio.Future[object]] = []
+                for key, value in records:
+                    if rate is not None and (delay := began + sent / rate - loop.time()) > 0:
+                        await asyncio.sleep(delay)
+                    ack = await producer.send(topic, value, key=key)
+                    ack.add_done_callback(lambda _: on_acked())
+                    in_flight.append(ack)
+                    sent += 1
+                    if len(in_flight) >= 1000:  # surface broker errors early, bound memory
+                        await asyncio.gather(*in_flight)
+                        in_flight.clear()
+                await asyncio.gather(*in_flight)
+                return sent
+        except RetryableError as exc:
+            raise RetryableError(f"{exc}, after {sent} message(s)") from exc
         finally:
             await producer.stop()
 

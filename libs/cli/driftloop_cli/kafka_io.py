@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 from collections.abc import Callable
@@ -11,14 +12,11 @@ from datetime import UTC, datetime
 from typing import Annotated
 
 import typer
-from aiokafka import AIOKafkaConsumer
-from aiokafka.errors import KafkaError
 
-from driftloop_common.errors import RetryableError
-from driftloop_common.events import Event
-from driftloop_common.kafka import make_producer
-from driftloop_common.local_kafka import LocalKafka
-from driftloop_common.settings import KafkaSettings
+from driftloop_common.contracts.events import Event
+from driftloop_common.runtime.kafka import follow, kafka_errors, make_producer
+from driftloop_common.runtime.settings import KafkaSettings
+from driftloop_local.kafka import LocalKafka
 
 BOOTSTRAP_ENV = "DRIFTLOOP_KAFKA__BOOTSTRAP_SERVERS"
 
@@ -47,7 +45,7 @@ def resolve_bootstrap(explicit: str | None) -> str:
 
 def kafka_settings(bootstrap: str) -> KafkaSettings:
     """Kafka settings from the environment (security etc.) with the chosen bootstrap."""
-    from driftloop_common.settings import ServiceSettings
+    from driftloop_common.runtime.settings import ServiceSettings
 
     return ServiceSettings().kafka.model_copy(update={"bootstrap_servers": bootstrap})
 
@@ -58,13 +56,10 @@ def publish(settings: KafkaSettings, event: Event) -> tuple[int, int]:
     async def send() -> tuple[int, int]:
         producer = make_producer(settings, client_id="cli")
         try:
-            await asyncio.wait_for(producer.start(), 30)
-            meta = await producer.send_and_wait(event.topic, event.to_bytes(), key=event.key)
+            with kafka_errors(f"could not publish to {event.topic}", settings):
+                await asyncio.wait_for(producer.start(), 30)
+                meta = await producer.send_and_wait(event.topic, event.to_bytes(), key=event.key)
             return meta.partition, meta.offset
-        except (KafkaError, TimeoutError) as exc:
-            raise RetryableError(
-                f"could not publish to {settings.bootstrap_servers}: {exc!r}"
-            ) from exc
         finally:
             await producer.stop()
 
@@ -111,50 +106,34 @@ def tail(
     """Read `topic` without a consumer group (nothing is committed); return how many were read."""
 
     async def run() -> int:
-        consumer = AIOKafkaConsumer(
-            client_id=f"{settings.client_id_prefix}-tail",
-            group_id=None,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest" if from_beginning else "latest",
-            **settings.client_kwargs(),
-        )
-        try:
-            await asyncio.wait_for(consumer.start(), 30)
-            if topic not in await consumer.topics():  # refreshes the cluster metadata
-                raise RetryableError(f"topic {topic!r} does not exist")
-            consumer.subscribe([topic])  # no group: every partition, nothing committed
-            seen = 0
-            idle_since = asyncio.get_running_loop().time()
-            while max_messages is None or seen < max_messages:
-                batch = await consumer.getmany(timeout_ms=500)
+        seen = 0
+        if max_messages is not None and max_messages <= 0:
+            return seen
+        idle_since = asyncio.get_running_loop().time()
+        batches = follow(settings, [topic], client_id="tail", from_beginning=from_beginning)
+        async with contextlib.aclosing(batches) as polls:
+            async for batch in polls:
                 now = asyncio.get_running_loop().time()
                 if not batch:
                     if idle_timeout_s is not None and now - idle_since >= idle_timeout_s:
                         break
                     continue
                 idle_since = now
-                for records in batch.values():
-                    for r in records:
-                        on_message(
-                            TailedMessage(
-                                topic=r.topic,
-                                partition=r.partition,
-                                offset=r.offset,
-                                timestamp=datetime.fromtimestamp(r.timestamp / 1000, UTC),
-                                key=r.key.decode(errors="replace") if r.key else None,
-                                value=(r.value or b"").decode(errors="replace"),
-                                headers={k: v.decode(errors="replace") for k, v in r.headers},
-                            )
+                for r in batch:
+                    on_message(
+                        TailedMessage(
+                            topic=r.topic,
+                            partition=r.partition,
+                            offset=r.offset,
+                            timestamp=datetime.fromtimestamp(r.timestamp / 1000, UTC),
+                            key=r.key.decode(errors="replace") if r.key else None,
+                            value=(r.value or b"").decode(errors="replace"),
+                            headers={k: v.decode(errors="replace") for k, v in r.headers},
                         )
-                        seen += 1
-                        if max_messages is not None and seen >= max_messages:
-                            return seen
-            return seen
-        except (KafkaError, TimeoutError) as exc:
-            raise RetryableError(
-                f"could not read {topic} from {settings.bootstrap_servers}: {exc!r}"
-            ) from exc
-        finally:
-            await consumer.stop()
+                    )
+                    seen += 1
+                    if max_messages is not None and seen >= max_messages:
+                        return seen
+        return seen
 
     return asyncio.run(run())

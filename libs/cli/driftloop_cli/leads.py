@@ -15,9 +15,9 @@ from rich.console import Console
 from rich.table import Table
 
 from driftloop_cli.generate import _progress
-from driftloop_common.errors import DriftloopError
-from driftloop_common.settings import default_store_url
-from driftloop_common.tables import FeatureTableStore
+from driftloop_common.contracts.errors import DriftloopError
+from driftloop_common.runtime.settings import default_store_url
+from driftloop_common.storage.features import FeatureTableStore
 from driftloop_synthetic import leads
 
 err = Console(stderr=True)

@@ -10,6 +10,7 @@ interaction store (once), so a drift can lead to a real training and evaluation.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -21,13 +22,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
-from aiokafka import AIOKafkaConsumer
 from rich.console import Console
 
 from driftloop_cli.generate import publish_records
-from driftloop_common import topics
-from driftloop_common.errors import DriftloopError, RetryableError
-from driftloop_common.events import (
+from driftloop_common.contracts import topics
+from driftloop_common.contracts.errors import DriftloopError, RetryableError
+from driftloop_common.contracts.events import (
     DriftDetectedEvent,
     ModelEvaluatedEvent,
     ModelTrainedEvent,
@@ -35,10 +35,11 @@ from driftloop_common.events import (
     TrainingRequestedEvent,
     decode_event,
 )
-from driftloop_common.kafka import create_topics
-from driftloop_common.local_kafka import LocalKafka, free_port, state_root
-from driftloop_common.local_mlflow import LocalMlflow
-from driftloop_common.settings import KafkaSettings, default_store_url
+from driftloop_common.runtime.kafka import create_topics, follow
+from driftloop_common.runtime.settings import KafkaSettings, default_store_url, state_root
+from driftloop_local.kafka import LocalKafka
+from driftloop_local.mlflow import LocalMlflow
+from driftloop_local.processes import free_port
 from driftloop_synthetic import (
     DriftSpec,
     GeneratorConfig,
@@ -184,8 +185,8 @@ def backfill_history(store_url: str, now: datetime, console: Console) -> None:
     """100 days of everyday traffic before the demo's six days, embedded into the store,
     once: the trainer's split needs 90 days of labelled history."""
     from driftloop_cli.backfill import backfill_store
-    from driftloop_common.encoder import TextEncoder
-    from driftloop_common.store import InteractionStore
+    from driftloop_common.ml.encoder import TextEncoder
+    from driftloop_common.storage.interactions import InteractionStore
 
     store = InteractionStore(store_url)
     demo_start = demo_config(now).start
@@ -249,20 +250,14 @@ class LapWatcher(threading.Thread):
         asyncio.run(self._watch())
 
     async def _watch(self) -> None:
-        consumer = AIOKafkaConsumer(
-            *self.WATCHED,
-            bootstrap_servers=self.bootstrap,
-            group_id=None,
-            auto_offset_reset="latest",
-        )
-        await consumer.start()
-        try:
-            while not self._stopping.is_set():
-                for records in (await consumer.getmany(timeout_ms=500)).values():
-                    for record in records:
-                        self.console.print(describe(record.value or b""), highlight=False)
-        finally:
-            await consumer.stop()
+        settings = KafkaSettings(bootstrap_servers=self.bootstrap)
+        batches = follow(settings, self.WATCHED, client_id="lap-watcher")
+        async with contextlib.aclosing(batches) as polls:
+            async for batch in polls:
+                if self._stopping.is_set():
+                    return
+                for record in batch:
+                    self.console.print(describe(record.value or b""), highlight=False)
 
 
 def describe(raw: bytes) -> str:

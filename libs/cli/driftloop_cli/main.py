@@ -14,8 +14,8 @@ from driftloop_cli import generate as generate_commands
 from driftloop_cli import kafka_io
 from driftloop_cli import leads as lead_commands
 from driftloop_cli.train import train as train_command
-from driftloop_common.errors import DriftloopError
-from driftloop_common.events import (
+from driftloop_common.contracts.errors import DriftloopError
+from driftloop_common.contracts.events import (
     Event,
     ModelKey,
     ModelType,
@@ -26,7 +26,7 @@ from driftloop_common.events import (
     TrainingRequestedEvent,
     decode_event,
 )
-from driftloop_common.logs import configure_logging
+from driftloop_common.runtime.logs import configure_logging
 
 app = typer.Typer(
     name="driftloop",
@@ -208,7 +208,7 @@ def topics_create(
     """Create every driftloop topic and its `.dlq` twin (existing ones are left alone)."""
     import asyncio
 
-    from driftloop_common.kafka import create_topics
+    from driftloop_common.runtime.kafka import create_topics
 
     server = kafka_io.resolve_bootstrap(bootstrap)
     try:
@@ -241,7 +241,7 @@ DataDir = Annotated[
 @kafka_app.command("fetch")
 def kafka_fetch() -> None:
     """Download the broker's jars from Maven Central into the cache (once; reused after)."""
-    from driftloop_common.local_kafka import KAFKA_VERSION, fetch_jars
+    from driftloop_local.kafka import KAFKA_VERSION, fetch_jars
 
     with err.status(f"fetching Apache Kafka {KAFKA_VERSION} jars with Maven…"):
         try:
@@ -264,7 +264,7 @@ def kafka_start(
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the broker.")] = 120.0,
 ) -> None:
     """Fetch Kafka's jars (first time only), format storage and start the broker."""
-    from driftloop_common.local_kafka import KAFKA_VERSION, LocalKafka
+    from driftloop_local.kafka import KAFKA_VERSION, LocalKafka
 
     broker = LocalKafka(data_dir, port=port)
     with err.status(f"starting Apache Kafka {KAFKA_VERSION} (first run fetches jars with Maven)…"):
@@ -282,7 +282,7 @@ def kafka_stop(
     wipe: Annotated[bool, typer.Option("--wipe", help="Also delete its topics and data.")] = False,
 ) -> None:
     """Stop the local broker cleanly (SIGTERM, then SIGKILL after 30 s)."""
-    from driftloop_common.local_kafka import LocalKafka
+    from driftloop_local.kafka import LocalKafka
 
     broker = LocalKafka(data_dir)
     stopped = broker.stop()
@@ -294,7 +294,7 @@ def kafka_stop(
 @kafka_app.command("status")
 def kafka_status(data_dir: DataDir = None) -> None:
     """Say whether the local broker runs, where, and where its log is. Exit 1 if stopped."""
-    from driftloop_common.local_kafka import LocalKafka, broker_answers
+    from driftloop_local.kafka import LocalKafka, broker_answers
 
     status = LocalKafka(data_dir).status()
     answers = status.running and status.bootstrap and broker_answers(status.bootstrap)

@@ -16,8 +16,8 @@ from rich.console import Console
 from rich.table import Table
 
 from driftloop_cli import kafka_io
-from driftloop_common.errors import DriftloopError
-from driftloop_common.events import (
+from driftloop_common.contracts.errors import DriftloopError
+from driftloop_common.contracts.events import (
     ModelKey,
     ModelTrainedEvent,
     ModelType,
@@ -68,7 +68,7 @@ def train(
     bootstrap: kafka_io.BootstrapOpt = None,
 ) -> None:
     """Train one model now from the interaction store and register it as `challenger`."""
-    from driftloop_common.settings import load_settings
+    from driftloop_common.runtime.settings import load_settings
     from driftloop_trainer.service import trainer_config
     from driftloop_trainer.settings import TrainerSettings
     from driftloop_trainer.training import Trainer

@@ -1,35 +1,26 @@
-"""driftloop_common: what every driftloop service shares.
+"""driftloop_common: what every driftloop service shares, in four layers.
 
-Event contracts (`events`), topic names (`topics`), settings, the error tree, JSON
-logging, the Kafka adapter, the service loop and the HTTP app factory. Services
-depend on this package and never on each other.
+- `contracts`: the wire contracts (events, topics, the error tree). Pydantic only.
+- `runtime`: the service loop, the Kafka adapter, the HTTP app, metrics, logs, settings.
+- `ml`: the encoder, drift statistics and model families' building blocks.
+- `storage`: the interaction store, feature tables and the MLflow registry adapter.
+
+Importing this package, or `contracts`, loads no web or Kafka library: a producer that only
+builds events pays for pydantic alone. Services depend on this package, never on each other.
 """
 
-from driftloop_common.app import create_app
-from driftloop_common.errors import (
-    ConfigError,
-    DriftloopError,
-    InvalidEventError,
-    PermanentError,
-    RetryableError,
-)
-from driftloop_common.events import (
+from driftloop_common.contracts import (
     EVENT_TYPES,
     SCHEMA_VERSION,
+    ConfigError,
+    DriftloopError,
     Event,
+    InvalidEventError,
     ModelKey,
     ModelType,
+    PermanentError,
+    RetryableError,
     decode_event,
-)
-from driftloop_common.logs import configure_logging
-from driftloop_common.metrics import LoopMetrics
-from driftloop_common.service import LoopState, RetryPolicy, ServiceLoop
-from driftloop_common.settings import (
-    GenesysSettings,
-    KafkaSettings,
-    MlflowSettings,
-    ServiceSettings,
-    load_settings,
 )
 
 __all__ = [
@@ -38,21 +29,10 @@ __all__ = [
     "ConfigError",
     "DriftloopError",
     "Event",
-    "GenesysSettings",
     "InvalidEventError",
-    "KafkaSettings",
-    "LoopMetrics",
-    "LoopState",
-    "MlflowSettings",
     "ModelKey",
     "ModelType",
     "PermanentError",
-    "RetryPolicy",
     "RetryableError",
-    "ServiceLoop",
-    "ServiceSettings",
-    "configure_logging",
-    "create_app",
     "decode_event",
-    "load_settings",
 ]

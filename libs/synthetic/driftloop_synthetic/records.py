@@ -11,7 +11,12 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from driftloop_common.events import InteractionRaw, InteractionRawEvent, ModelKey, ModelType
+from driftloop_common.contracts.events import (
+    InteractionRaw,
+    InteractionRawEvent,
+    ModelKey,
+    ModelType,
+)
 from driftloop_synthetic.generator import Interaction
 from driftloop_synthetic.genesys import NAMESPACE, conversation_messages
 

@@ -2,7 +2,7 @@
 
 from driftloop_auditor.service import Auditor
 from driftloop_auditor.settings import AuditorSettings
-from driftloop_common.runtime import load_settings, run_service
+from driftloop_common.runtime.service import load_settings, run_service
 
 
 def main() -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from driftloop_common.events import Audit, AuditEvent, Event
+from driftloop_common.contracts.events import Audit, AuditEvent, Event
 
 SERVICE = "auditor"
 

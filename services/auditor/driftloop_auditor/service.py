@@ -6,10 +6,10 @@ from collections.abc import Sequence
 
 from driftloop_auditor.handlers import handle
 from driftloop_auditor.settings import AuditorSettings
-from driftloop_common.events import EVENT_TYPES, Event, decode_event
-from driftloop_common.metrics import LoopMetrics
-from driftloop_common.runtime import ServiceBase
-from driftloop_common.service import Record
+from driftloop_common.contracts.events import EVENT_TYPES, Event, decode_event
+from driftloop_common.runtime.loop import Record
+from driftloop_common.runtime.metrics import LoopMetrics
+from driftloop_common.runtime.service import ServiceBase
 
 ACCEPTED = tuple(
     cls

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
-from driftloop_common.settings import ServiceSettings
-from driftloop_common.topics import (
+from driftloop_common.contracts.topics import (
     DRIFT_DETECTED,
     MODEL_EVALUATED,
     MODEL_PROMOTED,
@@ -12,6 +11,7 @@ from driftloop_common.topics import (
     TRAINING_FAILED,
     TRAINING_REQUESTED,
 )
+from driftloop_common.runtime.settings import ServiceSettings
 
 LIFECYCLE_TOPICS = (
     DRIFT_DETECTED,

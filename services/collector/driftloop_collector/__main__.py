@@ -2,7 +2,7 @@
 
 from driftloop_collector.service import Collector
 from driftloop_collector.settings import CollectorSettings
-from driftloop_common.runtime import load_settings, run_service
+from driftloop_common.runtime.service import load_settings, run_service
 
 
 def main() -> None:

@@ -60,7 +60,7 @@ from driftloop_collector.genesys import (
     Utterance,
     WrapupPiece,
 )
-from driftloop_common.errors import ConfigError
+from driftloop_common.contracts.errors import ConfigError
 
 P = TypeVar("P", bound=PieceBase)
 

@@ -53,8 +53,8 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
 
-from driftloop_common.errors import PermanentError
-from driftloop_common.events import (
+from driftloop_common.contracts.errors import PermanentError
+from driftloop_common.contracts.events import (
     InteractionRaw,
     InteractionRawEvent,
     decode_event,

@@ -42,10 +42,7 @@ import logging
 import uuid
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
-from aiokafka import TopicPartition
-from aiokafka.errors import KafkaError
 from prometheus_client import Counter, Gauge, Histogram
 from pydantic import ValidationError
 
@@ -56,21 +53,22 @@ from driftloop_collector.assembler import (
 )
 from driftloop_collector.genesys import ParseLimits, Piece, parse_raw
 from driftloop_collector.settings import CollectorSettings
-from driftloop_common import topics
-from driftloop_common.app import ReadyCheck
-from driftloop_common.encoder import TextEncoder
-from driftloop_common.errors import PermanentError
-from driftloop_common.events import (
+from driftloop_common.contracts import topics
+from driftloop_common.contracts.errors import PermanentError, RetryableError
+from driftloop_common.contracts.events import (
     Event,
     InteractionEmbedded,
     InteractionEmbeddedEvent,
     ModelKey,
     describe_validation_error,
 )
-from driftloop_common.metrics import LoopMetrics
-from driftloop_common.runtime import ServiceBase
-from driftloop_common.service import LOG_APPEND_TIME, DeadLetter, Record
-from driftloop_common.store import InteractionStore, Provenance
+from driftloop_common.ml.encoder import TextEncoder
+from driftloop_common.runtime.app import ReadyCheck
+from driftloop_common.runtime.kafka import TopicPartition, kafka_errors
+from driftloop_common.runtime.loop import LOG_APPEND_TIME, Consumer, DeadLetter, Record
+from driftloop_common.runtime.metrics import LoopMetrics
+from driftloop_common.runtime.service import ServiceBase
+from driftloop_common.storage.interactions import InteractionStore, Provenance
 
 log = logging.getLogger(__name__)
 SERVICE = "collector"
@@ -224,7 +222,7 @@ class Collector(ServiceBase[Piece]):
             held.append(pending)
         return min(held) if held else None
 
-    async def on_assigned(self, consumer: Any, partitions: set[TopicPartition]) -> None:
+    async def on_assigned(self, consumer: Consumer, partitions: set[TopicPartition]) -> None:
         """Note where each new partition ends now: what lies below was there before this
         consumer, and may have been emitted by another process."""
         self._stored.clear()
@@ -232,8 +230,9 @@ class Collector(ServiceBase[Piece]):
         if not mine:
             return
         try:
-            ends = await consumer.end_offsets(mine)
-        except KafkaError as exc:
+            with kafka_errors("reading the end offsets of interactions.raw", self.settings.kafka):
+                ends = await consumer.end_offsets(mine)
+        except RetryableError as exc:
             log.warning(
                 "end offsets of %s unknown (%r): all their conversations are checked against "
                 "the store",

@@ -3,9 +3,9 @@ from __future__ import annotations
 from pydantic import Field
 
 from driftloop_collector.genesys import DEFAULT_MAX_TEXT_BYTES
-from driftloop_common.encoder import DEFAULT_BATCH_SIZE
-from driftloop_common.events import ModelType
-from driftloop_common.settings import ServiceSettings, default_store_url
+from driftloop_common.contracts.events import ModelType
+from driftloop_common.ml.encoder import DEFAULT_BATCH_SIZE
+from driftloop_common.runtime.settings import ServiceSettings, default_store_url
 
 
 class CollectorSettings(ServiceSettings):

@@ -1,6 +1,6 @@
 """`python -m driftloop_drift_monitor` (or `driftloop service drift-monitor`)."""
 
-from driftloop_common.runtime import load_settings, run_service
+from driftloop_common.runtime.service import load_settings, run_service
 from driftloop_drift_monitor.service import DriftMonitorService
 from driftloop_drift_monitor.settings import DriftMonitorSettings
 

@@ -17,11 +17,11 @@ import logging
 import tempfile
 from contextlib import AbstractContextManager
 
-from driftloop_common import registry
-from driftloop_common.drift.baseline import ARTIFACT_PATH, DriftBaseline
-from driftloop_common.errors import PermanentError
-from driftloop_common.events import EncoderInfo, ModelKey
-from driftloop_common.logs import safe_uri
+from driftloop_common.contracts.errors import PermanentError
+from driftloop_common.contracts.events import EncoderInfo, ModelKey
+from driftloop_common.ml.drift.baseline import ARTIFACT_PATH, DriftBaseline
+from driftloop_common.runtime.logs import safe_uri
+from driftloop_common.storage import registry
 from driftloop_drift_monitor.monitor import BaselineSource, MonitorConfig
 
 log = logging.getLogger(__name__)
@@ -80,7 +80,7 @@ class StoreBaselineSource(BaselineSource):
         self.min_rows = min_rows
 
     def load(self, key: ModelKey) -> DriftBaseline | None:
-        from driftloop_common.store import InteractionStore, embedding_matrix
+        from driftloop_common.storage.interactions import InteractionStore, embedding_matrix
 
         store = InteractionStore(self.store_url)
         table = store.oldest(

@@ -38,11 +38,8 @@ from typing import Literal
 
 import numpy as np
 
-from driftloop_common.drift.baseline import DriftBaseline, build_baseline
-from driftloop_common.drift.detect import DetectorConfig, DriftDetector, DriftReport
-from driftloop_common.drift.window import SlidingWindow
-from driftloop_common.errors import DriftloopError, RetryableError
-from driftloop_common.events import (
+from driftloop_common.contracts.errors import DriftloopError, RetryableError
+from driftloop_common.contracts.events import (
     DriftDetected,
     DriftDetectedEvent,
     EncoderInfo,
@@ -53,6 +50,9 @@ from driftloop_common.events import (
     TrainingRequested,
     TrainingRequestedEvent,
 )
+from driftloop_common.ml.drift.baseline import DriftBaseline, build_baseline
+from driftloop_common.ml.drift.detect import DetectorConfig, DriftDetector, DriftReport
+from driftloop_common.ml.drift.window import SlidingWindow
 
 log = logging.getLogger(__name__)
 SERVICE = "drift-monitor"

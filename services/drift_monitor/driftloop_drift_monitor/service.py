@@ -21,22 +21,19 @@ rows are not lost, only re-read.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
 from prometheus_client import Counter, Gauge
 from threadpoolctl import threadpool_limits
 
-from driftloop_common import topics
-from driftloop_common.app import ReadyCheck
-from driftloop_common.drift.detect import DetectorConfig
-from driftloop_common.encoder import MODEL_ID
-from driftloop_common.errors import PermanentError, RetryableError
-from driftloop_common.events import (
+from driftloop_common.contracts import topics
+from driftloop_common.contracts.errors import PermanentError, RetryableError
+from driftloop_common.contracts.events import (
     EncoderInfo,
     Event,
     InteractionEmbeddedEvent,
@@ -46,10 +43,14 @@ from driftloop_common.events import (
     TrainingRequestedEvent,
     decode_event,
 )
-from driftloop_common.metrics import LoopMetrics
-from driftloop_common.runtime import ServiceBase
-from driftloop_common.service import Record
-from driftloop_common.settings import KafkaSettings
+from driftloop_common.ml.drift.detect import DetectorConfig
+from driftloop_common.ml.encoder import MODEL_ID
+from driftloop_common.runtime.app import ReadyCheck
+from driftloop_common.runtime.kafka import TopicPartition, read_since
+from driftloop_common.runtime.loop import Consumer, Record
+from driftloop_common.runtime.metrics import LoopMetrics
+from driftloop_common.runtime.service import ServiceBase
+from driftloop_common.runtime.settings import KafkaSettings
 from driftloop_drift_monitor.baselines import (
     ChainedBaselineSource,
     MlflowBaselineSource,
@@ -289,7 +290,7 @@ class DriftMonitorService(ServiceBase[Event]):
         since = datetime.now(UTC) - timedelta(hours=hours)
         self.restored_requests = await restore_history(self.settings.kafka, self.monitor, since)
 
-    async def on_assigned(self, consumer: Any, assigned: set[TopicPartition]) -> None:
+    async def on_assigned(self, consumer: Consumer, assigned: set[TopicPartition]) -> None:
         """Rebuild the windows from Kafka by timestamp, so a restart changes no decision."""
         embedded = [tp for tp in assigned if tp.topic == topics.INTERACTIONS_EMBEDDED]
         if not embedded:
@@ -317,44 +318,18 @@ class DriftMonitorService(ServiceBase[Event]):
 
 async def restore_history(kafka: KafkaSettings, monitor: DriftMonitor, since: datetime) -> int:
     """Read our own recent `training.requested` events: cooldowns and requested intents."""
-    consumer = AIOKafkaConsumer(
-        topics.TRAINING_REQUESTED,  # no group: every partition is assigned at start
-        group_id=None,
-        enable_auto_commit=False,
-        **kafka.client_kwargs(),
-    )
-    await consumer.start()
     restored = 0
-    try:
-        tps = sorted(consumer.assignment())
-        if not tps:
-            return 0
-        ends = await consumer.end_offsets(tps)
-        starts = await consumer.offsets_for_times({tp: int(since.timestamp() * 1000) for tp in tps})
-        for tp in tps:
-            start = starts.get(tp)
-            consumer.seek(tp, start.offset if start else ends[tp])
-
-        async def behind() -> bool:
-            return any([await consumer.position(tp) < ends[tp] for tp in tps])
-
-        while await behind():
-            for records in (await consumer.getmany(timeout_ms=1000)).values():
-                for record in records:
-                    try:
-                        event = decode_event(
-                            record.value or b"", expected=(TrainingRequestedEvent,)
-                        )
-                    except PermanentError:
-                        continue  # someone else's DLQ problem
-                    if event.producer == SERVICE:
-                        p = event.payload
-                        monitor.remember_request(
-                            event.model_key, p.as_of or event.occurred_at, p.new_label
-                        )
-                        restored += 1
-    finally:
-        await consumer.stop()
+    history = read_since(kafka, topics.TRAINING_REQUESTED, since, client_id=f"{SERVICE}-history")
+    async with contextlib.aclosing(history) as records:
+        async for record in records:
+            try:
+                event = decode_event(record.value or b"", expected=(TrainingRequestedEvent,))
+            except PermanentError:
+                continue  # someone else's DLQ problem
+            if event.producer == SERVICE:
+                p = event.payload
+                monitor.remember_request(event.model_key, p.as_of or event.occurred_at, p.new_label)
+                restored += 1
     log.info(
         "restored %d earlier training requests of %s since %s",
         restored,

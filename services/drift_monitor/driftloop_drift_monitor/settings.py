@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from driftloop_common.settings import MlflowSettings, ServiceSettings
+from driftloop_common.runtime.settings import MlflowSettings, ServiceSettings
 
 
 class DriftMonitorSettings(ServiceSettings):

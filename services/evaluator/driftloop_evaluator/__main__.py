@@ -1,6 +1,6 @@
 """`python -m driftloop_evaluator` (or `driftloop service evaluator`)."""
 
-from driftloop_common.runtime import load_settings, run_service
+from driftloop_common.runtime.service import load_settings, run_service
 from driftloop_evaluator.service import EvaluatorService
 from driftloop_evaluator.settings import EvaluatorSettings
 

@@ -32,25 +32,25 @@ import mlflow
 import mlflow.pyfunc
 import numpy as np
 
-from driftloop_common import registry
-from driftloop_common.errors import PermanentError
-from driftloop_common.events import (
+from driftloop_common.contracts.errors import PermanentError
+from driftloop_common.contracts.events import (
     EncoderInfo,
     ModelEvaluated,
     ModelEvaluatedEvent,
     ModelTrainedEvent,
 )
-from driftloop_common.modeling.data import feature_rows, text_examples
-from driftloop_common.modeling.metrics import (
+from driftloop_common.ml.modeling.metrics import (
     classification_scores,
     distribution_shift,
     regression_scores,
 )
-from driftloop_common.modeling.pyfunc import TabularScorer, TextClassifier
-from driftloop_common.modeling.reports import markdown_table, per_class_f1_png
-from driftloop_common.modeling.splits import Window
-from driftloop_common.modeling.text_head import TextExamples
-from driftloop_common.registry import Tag
+from driftloop_common.ml.modeling.pyfunc import TabularScorer, TextClassifier
+from driftloop_common.ml.modeling.reports import markdown_table, per_class_f1_png
+from driftloop_common.ml.modeling.splits import Window
+from driftloop_common.ml.modeling.text_head import TextExamples
+from driftloop_common.storage import registry
+from driftloop_common.storage.examples import feature_rows, text_examples
+from driftloop_common.storage.registry import Tag
 from driftloop_evaluator.rules import Rules, Verdict, classification_verdict, regression_verdict
 
 log = logging.getLogger(__name__)
@@ -216,7 +216,7 @@ class Evaluator:
     def _tabular(
         self, language: str, window: Window, challenger: TabularScorer, champion: Any
     ) -> Outcome:
-        from driftloop_common.modeling.tabular import LEAD_SCORE_SPEC
+        from driftloop_common.ml.modeling.tabular import LEAD_SCORE_SPEC
 
         if champion is not None and not isinstance(champion, TabularScorer):
             champion = None

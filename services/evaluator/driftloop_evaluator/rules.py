@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from driftloop_common.modeling.metrics import ClassificationScores
+from driftloop_common.ml.modeling.metrics import ClassificationScores
 
 
 @dataclass(frozen=True)

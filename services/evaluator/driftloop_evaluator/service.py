@@ -7,11 +7,11 @@ from collections.abc import Sequence
 
 from prometheus_client import Counter
 
-from driftloop_common import topics
-from driftloop_common.events import Event, ModelTrainedEvent, decode_event
-from driftloop_common.metrics import LoopMetrics
-from driftloop_common.runtime import ServiceBase
-from driftloop_common.service import Record
+from driftloop_common.contracts import topics
+from driftloop_common.contracts.events import Event, ModelTrainedEvent, decode_event
+from driftloop_common.runtime.loop import Record
+from driftloop_common.runtime.metrics import LoopMetrics
+from driftloop_common.runtime.service import ServiceBase
 from driftloop_evaluator.evaluation import Evaluator, EvaluatorConfig
 from driftloop_evaluator.rules import Rules
 from driftloop_evaluator.settings import EvaluatorSettings

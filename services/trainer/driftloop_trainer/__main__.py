@@ -1,6 +1,6 @@
 """`python -m driftloop_trainer` (or `driftloop service trainer`)."""
 
-from driftloop_common.runtime import load_settings, run_service
+from driftloop_common.runtime.service import load_settings, run_service
 from driftloop_trainer.service import TrainerService
 from driftloop_trainer.settings import TrainerSettings
 

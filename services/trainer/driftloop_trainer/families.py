@@ -18,16 +18,22 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 import pandas as pd
 
-from driftloop_common.drift.baseline import ARTIFACT_PATH, build_baseline
-from driftloop_common.encoder import MODEL_ID
-from driftloop_common.events import EncoderInfo, ModelKey, ModelType, TrainingRequestedEvent
-from driftloop_common.modeling.data import feature_rows, text_examples
-from driftloop_common.modeling.finetune import use_fine_tuning
-from driftloop_common.modeling.metrics import classification_scores, regression_scores
-from driftloop_common.modeling.pyfunc import TabularScorer, TextClassifier
-from driftloop_common.modeling.reports import confusion_matrix_png, markdown_table
-from driftloop_common.modeling.splits import SPLITS, Window
-from driftloop_common.registry import metric_name
+from driftloop_common.contracts.errors import CannotTrainError
+from driftloop_common.contracts.events import (
+    EncoderInfo,
+    ModelKey,
+    ModelType,
+    TrainingRequestedEvent,
+)
+from driftloop_common.ml.drift.baseline import ARTIFACT_PATH, build_baseline
+from driftloop_common.ml.encoder import MODEL_ID
+from driftloop_common.ml.modeling.finetune import use_fine_tuning
+from driftloop_common.ml.modeling.metrics import classification_scores, regression_scores
+from driftloop_common.ml.modeling.pyfunc import TabularScorer, TextClassifier
+from driftloop_common.ml.modeling.reports import confusion_matrix_png, markdown_table
+from driftloop_common.ml.modeling.splits import SPLITS, Window
+from driftloop_common.storage.examples import feature_rows, text_examples
+from driftloop_common.storage.registry import metric_name
 
 if TYPE_CHECKING:
     from mlflow.models import ModelSignature
@@ -35,15 +41,6 @@ if TYPE_CHECKING:
     from driftloop_trainer.training import TrainerConfig
 
 Progress = Callable[[str], None]
-
-
-class CannotTrain(Exception):
-    """The data cannot make a model (→ `training.failed`, not a retry)."""
-
-    def __init__(self, reason: str, counts: dict[str, int]) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.counts = counts
 
 
 @dataclass
@@ -65,12 +62,14 @@ class SplitData:
             if counts[split] < min_rows.get(split, 1)
         ]
         if short:
-            raise CannotTrain("too few labelled rows: " + "; ".join(short), counts)
+            raise CannotTrainError("too few labelled rows: " + "; ".join(short), counts)
         if not self.categorical:
             return
         seen = set(self.targets["train"].tolist())
         if len(seen) < 2:
-            raise CannotTrain(f"train has {len(seen)} class(es); a classifier needs ≥ 2", counts)
+            raise CannotTrainError(
+                f"train has {len(seen)} class(es); a classifier needs ≥ 2", counts
+            )
         unseen: dict[str, int] = {}
         for split in ("validation", "test"):
             for label in self.targets[split].tolist():
@@ -78,7 +77,7 @@ class SplitData:
                     unseen[f"{split}:{label}"] = unseen.get(f"{split}:{label}", 0) + 1
         if unseen:
             names = sorted({key.split(":", 1)[1] for key in unseen})
-            raise CannotTrain(
+            raise CannotTrainError(
                 f"classes with no training examples: {', '.join(names)} "
                 "(they appear only after the train window; wait for more labelled data "
                 "or widen the train window)",
@@ -222,7 +221,7 @@ class TextFamily:
 
     def _head(self, data: SplitData, seed: int, progress: Progress) -> tuple:
         """The default: a head on the stored embeddings (and text), chosen on validation."""
-        from driftloop_common.modeling.text_head import select_and_fit
+        from driftloop_common.ml.modeling.text_head import select_and_fit
 
         head, selection = select_and_fit(
             data.frames["train"],
@@ -239,7 +238,7 @@ class TextFamily:
 
     def _fine_tune(self, data: SplitData, seed: int, progress: Progress) -> tuple:
         """Optional: fine-tune the encoder itself; the epoch count chosen on validation."""
-        from driftloop_common.modeling.finetune import (
+        from driftloop_common.ml.modeling.finetune import (
             FineTuneConfig,
             FineTunedClassifier,
             fine_tune,
@@ -323,7 +322,7 @@ class TabularFamily:
         self.config = config
 
     def load(self, key: ModelKey, windows: dict[str, Window]) -> SplitData:
-        from driftloop_common.modeling.tabular import LEAD_SCORE_SPEC
+        from driftloop_common.ml.modeling.tabular import LEAD_SCORE_SPEC
 
         target = LEAD_SCORE_SPEC.target
         frames = {
@@ -336,7 +335,7 @@ class TabularFamily:
     def fit(self, data: SplitData, *, seed: int, progress: Progress) -> FittedModel:
         from mlflow.models import infer_signature
 
-        from driftloop_common.modeling.tabular import LEAD_SCORE_SPEC, select_and_fit_tabular
+        from driftloop_common.ml.modeling.tabular import LEAD_SCORE_SPEC, select_and_fit_tabular
 
         spec = LEAD_SCORE_SPEC
         train, validation, test = (data.frames[s] for s in SPLITS)

@@ -17,17 +17,17 @@ from datetime import timedelta
 
 from prometheus_client import Counter, Histogram
 
-from driftloop_common import topics
-from driftloop_common.events import (
+from driftloop_common.contracts import topics
+from driftloop_common.contracts.events import (
     Event,
     TrainingFailedEvent,
     TrainingRequestedEvent,
     decode_event,
 )
-from driftloop_common.metrics import LoopMetrics
-from driftloop_common.modeling.splits import SplitConfig
-from driftloop_common.runtime import ServiceBase
-from driftloop_common.service import Record
+from driftloop_common.ml.modeling.splits import SplitConfig
+from driftloop_common.runtime.loop import Record
+from driftloop_common.runtime.metrics import LoopMetrics
+from driftloop_common.runtime.service import ServiceBase
 from driftloop_trainer.settings import TrainerSettings
 from driftloop_trainer.training import Trainer, TrainerConfig, request_time
 

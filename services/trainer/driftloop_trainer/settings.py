@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from driftloop_common.settings import MlflowSettings, ServiceSettings, default_store_url
+from driftloop_common.runtime.settings import MlflowSettings, ServiceSettings, default_store_url
 
 
 class TrainerSettings(ServiceSettings):

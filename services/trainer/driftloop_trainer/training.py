@@ -31,9 +31,8 @@ from typing import Any
 import mlflow
 from mlflow import MlflowClient
 
-from driftloop_common import registry
-from driftloop_common.errors import RetryableError
-from driftloop_common.events import (
+from driftloop_common.contracts.errors import CannotTrainError, RetryableError
+from driftloop_common.contracts.events import (
     Event,
     ModelTrained,
     ModelTrainedEvent,
@@ -41,9 +40,10 @@ from driftloop_common.events import (
     TrainingFailedEvent,
     TrainingRequestedEvent,
 )
-from driftloop_common.modeling.splits import EPOCH, InvalidAsOf, SplitConfig, Window
-from driftloop_common.registry import Tag, VersionFacts
-from driftloop_trainer.families import CannotTrain, Family, FittedModel, family_for
+from driftloop_common.ml.modeling.splits import EPOCH, InvalidAsOf, SplitConfig, Window
+from driftloop_common.storage import registry
+from driftloop_common.storage.registry import Tag, VersionFacts
+from driftloop_trainer.families import Family, FittedModel, family_for
 
 log = logging.getLogger(__name__)
 SERVICE = "trainer"
@@ -113,7 +113,7 @@ class Trainer:
             data.check(self.config.min_rows)
             say(f"fitting on {data.counts()} rows")
             fitted = family.fit(data, seed=self.config.seed, progress=say)
-        except CannotTrain as exc:
+        except CannotTrainError as exc:
             log.warning("cannot train %s: %s %s", request.model_key, exc.reason, exc.counts)
             return request.follow_up(
                 TrainingFailedEvent,
@@ -231,58 +231,57 @@ class Trainer:
         run_name = f"{request.payload.reason.value}-{as_of:%Y%m%dT%H%M}"
         earlier = None  # a version of this request another member registered meanwhile
         try:
-            # The run starts when the training started (before reading data): coalescing
-            # compares request times with it.
-            created = self.client.create_run(
-                experiment_id,
-                start_time=int(started.timestamp() * 1000),
-                tags=tags,
-                run_name=run_name,
-            )
-            with (
-                mlflow.start_run(run_id=created.info.run_id) as run,
-                tempfile.TemporaryDirectory() as tmp,
+            with registry.translated(
+                f"recording the training of {name}", uri=self.config.tracking_uri
             ):
-                mlflow.log_params({k: _param(v) for k, v in params.items()})
-                mlflow.log_metrics(fitted.metrics)
-                folder = Path(tmp)
-                family.write_artifacts(fitted, folder)
-                (folder / "labels.json").write_text(json.dumps(sorted(fitted.labels), indent=1))
-                (folder / "report.md").write_text(
-                    family.report(request, semver, windows, fitted, params)
+                # The run starts when the training started (before reading data): coalescing
+                # compares request times with it.
+                created = self.client.create_run(
+                    experiment_id,
+                    start_time=int(started.timestamp() * 1000),
+                    tags=tags,
+                    run_name=run_name,
                 )
-                mlflow.log_artifacts(str(folder))
-                info = mlflow.pyfunc.log_model(
-                    name="model",
-                    python_model=fitted.pyfunc,
-                    pip_requirements=family.pip_requirements(),
-                    signature=fitted.signature,
-                    input_example=fitted.input_example,
-                    artifacts=fitted.model_artifacts,
-                )
-                # Checked again: after a rebalance another member may have trained this
-                # request while this one did, and registered first.
-                earlier = self._first_version(request)
-                if earlier is None:
-                    version = mlflow.register_model(info.model_uri, name, tags=tags)
-                    # Both may have passed the check at once: the oldest version wins.
-                    first = self._first_version(request)
-                    if first is not None and first.version != version.version:
-                        self.client.delete_model_version(name, version.version)
-                        earlier = first
-                if earlier is None:
-                    self.client.set_registered_model_alias(
-                        name, registry.CHALLENGER, version.version
+                with (
+                    mlflow.start_run(run_id=created.info.run_id) as run,
+                    tempfile.TemporaryDirectory() as tmp,
+                ):
+                    mlflow.log_params({k: _param(v) for k, v in params.items()})
+                    mlflow.log_metrics(fitted.metrics)
+                    folder = Path(tmp)
+                    family.write_artifacts(fitted, folder)
+                    (folder / "labels.json").write_text(json.dumps(sorted(fitted.labels), indent=1))
+                    (folder / "report.md").write_text(
+                        family.report(request, semver, windows, fitted, params)
                     )
-                    mlflow.set_tag(Tag.VERSION, version.version)
-                else:
-                    mlflow.set_tag(Tag.DUPLICATE_OF, earlier.version)
-            if earlier is not None:
-                self.client.delete_run(run.info.run_id)
-        except (OSError, mlflow.exceptions.MlflowException) as exc:
-            raise registry.mlflow_error(
-                exc, f"recording the training of {name}", uri=self.config.tracking_uri
-            ) from exc
+                    mlflow.log_artifacts(str(folder))
+                    info = mlflow.pyfunc.log_model(
+                        name="model",
+                        python_model=fitted.pyfunc,
+                        pip_requirements=family.pip_requirements(),
+                        signature=fitted.signature,
+                        input_example=fitted.input_example,
+                        artifacts=fitted.model_artifacts,
+                    )
+                    # Checked again: after a rebalance another member may have trained this
+                    # request while this one did, and registered first.
+                    earlier = self._first_version(request)
+                    if earlier is None:
+                        version = mlflow.register_model(info.model_uri, name, tags=tags)
+                        # Both may have passed the check at once: the oldest version wins.
+                        first = self._first_version(request)
+                        if first is not None and first.version != version.version:
+                            self.client.delete_model_version(name, version.version)
+                            earlier = first
+                    if earlier is None:
+                        self.client.set_registered_model_alias(
+                            name, registry.CHALLENGER, version.version
+                        )
+                        mlflow.set_tag(Tag.VERSION, version.version)
+                    else:
+                        mlflow.set_tag(Tag.DUPLICATE_OF, earlier.version)
+                if earlier is not None:
+                    self.client.delete_run(run.info.run_id)
         finally:
             for path in (fitted.model_artifacts or {}).values():
                 shutil.rmtree(path, ignore_errors=True)  # logged with the version, or lost

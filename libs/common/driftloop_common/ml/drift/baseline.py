@@ -26,9 +26,9 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from driftloop_common.drift.projection import Projection
-from driftloop_common.drift.psi import DEFAULT_BINS, bin_counts, fit_edges
-from driftloop_common.events import EncoderInfo
+from driftloop_common.contracts.events import EncoderInfo
+from driftloop_common.ml.drift.projection import Projection
+from driftloop_common.ml.drift.psi import DEFAULT_BINS, bin_counts, fit_edges
 
 FORMAT_VERSION = 1
 ARTIFACT_PATH = "drift_baseline"

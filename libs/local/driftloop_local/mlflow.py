@@ -17,8 +17,8 @@ from pathlib import Path
 
 import httpx
 
-from driftloop_common.errors import ConfigError, RetryableError
-from driftloop_common.local_kafka import free_port, pid_alive, port_is_free, terminate
+from driftloop_common.contracts.errors import ConfigError, RetryableError
+from driftloop_local.processes import free_port, pid_alive, port_is_free, terminate
 
 log = logging.getLogger(__name__)
 

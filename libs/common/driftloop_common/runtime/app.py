@@ -13,7 +13,7 @@ from fastapi import APIRouter, FastAPI
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from driftloop_common.service import LoopState
+from driftloop_common.runtime.loop import LoopState
 
 ReadyCheck = Callable[[], bool]
 

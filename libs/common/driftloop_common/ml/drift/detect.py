@@ -32,10 +32,10 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
-from driftloop_common.drift.baseline import DriftBaseline
-from driftloop_common.drift.psi import DEFAULT_EPSILON, PsiSummary, level, psi_from_counts
-from driftloop_common.drift.window import WindowSnapshot
-from driftloop_common.events import DetectorScore
+from driftloop_common.contracts.events import DetectorScore
+from driftloop_common.ml.drift.baseline import DriftBaseline
+from driftloop_common.ml.drift.psi import DEFAULT_EPSILON, PsiSummary, level, psi_from_counts
+from driftloop_common.ml.drift.window import WindowSnapshot
 
 DETECTORS = ("component_psi", "label", "domain_classifier")
 OTHER_LABEL = "<other>"  # labels the baseline never saw, pooled for label PSI / chi-square

@@ -16,7 +16,7 @@ import itertools
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from driftloop_common.errors import PermanentError
+from driftloop_common.contracts.errors import PermanentError
 
 SPLITS = ("train", "validation", "test")
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

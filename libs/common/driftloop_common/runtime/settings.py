@@ -7,6 +7,7 @@ Nested settings use `__`: `DRIFTLOOP_KAFKA__BOOTSTRAP_SERVERS=broker:9092`. Secr
 from __future__ import annotations
 
 import enum
+import os
 import ssl
 from pathlib import Path
 from typing import Any, TypeVar
@@ -14,7 +15,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from driftloop_common.errors import ConfigError
+from driftloop_common.contracts.errors import ConfigError
 
 
 class SecurityProtocol(enum.StrEnum):
@@ -153,10 +154,18 @@ class ServiceSettings(BaseSettings):
     http_docs: bool = False  # serve FastAPI's /docs, /redoc and /openapi.json
 
 
+def cache_root() -> Path:
+    base = os.environ.get("DRIFTLOOP_CACHE_DIR") or os.environ.get("XDG_CACHE_HOME")
+    return Path(base) / "driftloop" if base else Path.home() / ".cache" / "driftloop"
+
+
+def state_root() -> Path:
+    base = os.environ.get("DRIFTLOOP_STATE_DIR") or os.environ.get("XDG_STATE_HOME")
+    return Path(base) / "driftloop" if base else Path.home() / ".local" / "state" / "driftloop"
+
+
 def default_store_url() -> str:
     """The interaction store of a local run: `~/.local/state/driftloop/store`."""
-    from driftloop_common.local_kafka import state_root
-
     return str(state_root() / "store")
 
 

@@ -25,8 +25,8 @@ from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import numpy as np
 
-from driftloop_common.errors import ConfigError
-from driftloop_common.events import EncoderInfo
+from driftloop_common.contracts.errors import ConfigError
+from driftloop_common.contracts.events import EncoderInfo
 
 if TYPE_CHECKING:
     import torch

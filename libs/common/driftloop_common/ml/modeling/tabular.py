@@ -7,7 +7,7 @@ regressor, hyperparameters chosen on validation RMSE.
 
 `TabularModel` is the whole fitted pipeline plus what serving needs (the spec, the chosen
 parameters, per-feature baselines for `explain`); it pickles with joblib and is what
-`driftloop_common.modeling.pyfunc.TabularScorer` wraps in a registered version.
+`driftloop_common.ml.modeling.pyfunc.TabularScorer` wraps in a registered version.
 
 Selection fits the preprocessing once on the training rows, then one regressor per
 combination of the grid's other parameters with the largest `n_estimators`; the smaller
@@ -31,7 +31,7 @@ from sklearn.impute import SimpleImputer
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-from driftloop_common.modeling.metrics import regression_scores
+from driftloop_common.ml.modeling.metrics import regression_scores
 
 MISSING = "missing"
 """The category missing categorical values are imputed with."""

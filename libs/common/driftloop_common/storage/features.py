@@ -4,11 +4,9 @@ Layout, next to the interaction store's folders::
 
     <url>/tables/<table>/language=en-us/day=2026-11-24/part-20261124T200000123456-<uuid>.parquet
 
-The same rules as the interaction store (`driftloop_common.store`): `day` is the UTC date
-of `completed_at`; `language` lives in the path only and `read` adds it back; each `append`
-writes new, uniquely named files (under a hidden temporary name renamed into place on a
-local disk); reads list only the day folders of their window; every read de-duplicates by
-the table's id column, keeping the row with the latest `ingested_at`, which `append` stamps.
+The layout and write rules of `storage.parquet`, as the interaction store has them;
+`read` adds `language` back; every read de-duplicates by the table's id column, keeping
+the row with the latest `ingested_at`, which `append` stamps.
 
 A table has no fixed schema: the columns are the DataFrame's (with their pandas dtypes
 kept in the Parquet metadata). Files written with different columns are read together,
@@ -17,33 +15,29 @@ a column missing from a file reads as null there.
 
 from __future__ import annotations
 
-import contextlib
 import re
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-import fsspec
 import pandas as pd
 import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from driftloop_common.errors import PermanentError, RetryableError
-from driftloop_common.store import (
-    aware_utc,
-    day_partitions,
+from driftloop_common.contracts.errors import PermanentError
+from driftloop_common.storage.parquet import (
+    PartitionedParquet,
     language_tag,
     latest_copies,
-    write_parquet,
+    time_window,
 )
 
 _TABLE = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 _UTC_US = pa.timestamp("us", tz="UTC")
 
 
-class FeatureTableStore:
+class FeatureTableStore(PartitionedParquet):
     """Append and read the rows of one feature table under `url` (a path or fsspec URL).
 
     Every row needs `id_column`, `language` and a timezone-aware `completed_at`.
@@ -61,12 +55,15 @@ class FeatureTableStore:
     ) -> None:
         if not _TABLE.match(table):
             raise ValueError(f"table must match {_TABLE.pattern}, got {table!r}")
-        self.url = url
+        super().__init__(
+            url,
+            name=f"the feature table {table}",
+            folder=f"tables/{table}",
+            clock=clock,
+            storage_options=storage_options,
+        )
         self.table = table
         self.id_column = id_column
-        self.fs, root = fsspec.core.url_to_fs(url, **(storage_options or {}))
-        self.root = f"{root.rstrip('/')}/tables/{table}"
-        self._clock = clock
 
     # ------------------------------------------------------------------ write
 
@@ -84,17 +81,13 @@ class FeatureTableStore:
             return []
         rows = self._checked(frame).drop_duplicates(self.id_column, keep="last")
         ingested_at = self._clock().astimezone(UTC)
-        stamp = ingested_at.strftime("%Y%m%dT%H%M%S%f")
         rows["ingested_at"] = pd.Series(ingested_at, index=rows.index).astype("datetime64[us, UTC]")
         days = rows["completed_at"].dt.strftime("%Y-%m-%d")
-        written = []
-        with self._storage_errors("write to"):
-            for (language, day), part in rows.groupby([rows["language"], days], sort=True):
-                folder = self._day_folder(str(language), str(day))
-                path = f"{folder}/part-{stamp}-{uuid.uuid4().hex}.parquet"
-                write_parquet(self.fs, self._arrow(part), folder, path)
-                written.append(self.fs.unstrip_protocol(path))
-        return written
+        parts = rows.groupby([rows["language"], days], sort=True)
+        return self._write(
+            (((str(language), str(day)), self._arrow(part)) for (language, day), part in parts),
+            ingested_at,
+        )
 
     def _checked(self, frame: pd.DataFrame) -> pd.DataFrame:
         for column in (self.id_column, "language", "completed_at"):
@@ -148,13 +141,10 @@ class FeatureTableStore:
         `ingested_at`; the index is a fresh RangeIndex. Raises `ValueError` for naive or
         reversed bounds, `PermanentError` when stored files disagree on a column's type.
         """
-        start, end = aware_utc(start, "start"), aware_utc(end, "end")
-        if end < start:
-            raise ValueError(f"end {end.isoformat()} is before start {start.isoformat()}")
+        start, end, window = time_window(start, end)
         language = language_tag(language)
-        window = (ds.field("completed_at") >= start) & (ds.field("completed_at") < end)
+        files = self._files_between(language, start, end)
         with self._storage_errors("read from"):
-            files = [f for day in day_partitions(start, end) for f in self._files(language, day)]
             table = self._scan(files, window)
         table = table.sort_by([("completed_at", "ascending"), (self.id_column, "ascending")])
         frame = table.to_pandas()
@@ -183,19 +173,3 @@ class FeatureTableStore:
         schema = pa.schema([schema.field(n) for n in [*names, "ingested_at"]], schema.metadata)
         dataset = ds.dataset(files, schema=schema, format="parquet", filesystem=self.fs)
         return latest_copies(dataset.to_table(filter=window), self.id_column)
-
-    def _day_folder(self, language: str, day: str) -> str:
-        return f"{self.root}/language={language}/day={day}"
-
-    def _files(self, language: str, day: str) -> list[str]:
-        return sorted(self.fs.glob(f"{self._day_folder(language, day)}/*.parquet"))
-
-    @contextlib.contextmanager
-    def _storage_errors(self, action: str) -> Iterator[None]:
-        """Storage failures (network, permissions, full disk) may pass: retry later."""
-        try:
-            yield
-        except OSError as exc:
-            raise RetryableError(
-                f"cannot {action} the feature table {self.table} at {self.url}: {exc}"
-            ) from exc

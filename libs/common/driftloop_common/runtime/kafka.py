@@ -1,23 +1,51 @@
 """The Kafka adapter: aiokafka clients built from `KafkaSettings`, errors translated.
 
-Only this module and the service loop touch aiokafka; everything else sees
-`RetryableError` / `PermanentError` from `driftloop_common.errors`.
+Only this module and the service loop import aiokafka; everything else sees
+`RetryableError` / `PermanentError` from `driftloop_common.contracts.errors`, and names
+partitions and records by the types re-exported here. `kafka_errors` is the one place
+Kafka's errors become ours; `read_since` (history replay) and `follow` (tailing) read
+topics without a consumer group for whoever needs them.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from datetime import datetime
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
 
-from driftloop_common.errors import ConfigError, RetryableError
-from driftloop_common.settings import KafkaSettings
-from driftloop_common.topics import ALL_TOPICS, DLQ_SUFFIX, TOPIC_CONFIGS, dlq
+from driftloop_common.contracts.errors import ConfigError, RetryableError
+from driftloop_common.contracts.topics import ALL_TOPICS, DLQ_SUFFIX, TOPIC_CONFIGS, dlq
+from driftloop_common.runtime.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
+
+__all__ = [
+    "ConsumerRecord",
+    "TopicPartition",
+    "cluster_answers",
+    "create_topics",
+    "follow",
+    "kafka_errors",
+    "make_consumer",
+    "make_producer",
+    "read_since",
+]
+
+
+@contextlib.contextmanager
+def kafka_errors(doing: str, settings: KafkaSettings) -> Iterator[None]:
+    """Kafka's errors, and a client that timed out, as `RetryableError` naming what failed:
+    the broker or the network may come back."""
+    try:
+        yield
+    except (KafkaError, TimeoutError) as exc:
+        raise RetryableError(f"{doing} ({settings.bootstrap_servers}): {exc!r}") from exc
 
 
 PRODUCER_BATCH_BYTES = 512 * 1024
@@ -147,3 +175,93 @@ async def create_topics(
         ) from exc
     finally:
         await admin.close()
+
+
+def _reader(
+    settings: KafkaSettings, client_id: str, *topics: str, from_beginning: bool
+) -> AIOKafkaConsumer:
+    """A consumer outside any group: it commits nothing, and once started it holds every
+    partition of `topics`."""
+    return AIOKafkaConsumer(
+        *topics,
+        client_id=f"{settings.client_id_prefix}-{client_id}",
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest" if from_beginning else "latest",
+        **settings.client_kwargs(),
+    )
+
+
+async def read_since(
+    settings: KafkaSettings, topic: str, since: datetime, *, client_id: str
+) -> AsyncIterator[ConsumerRecord[bytes, bytes]]:
+    """Every record of `topic` from `since` up to where each partition ends when called.
+
+    For rebuilding a service's memory from its own past events at start-up. Close it with
+    `contextlib.aclosing` when leaving early."""
+    consumer = _reader(settings, client_id, topic, from_beginning=True)
+    with kafka_errors(f"reading {topic} since {since.isoformat()}", settings):
+        await consumer.start()
+        try:
+            tps = sorted(consumer.assignment())
+            if not tps:
+                return
+            ends = await consumer.end_offsets(tps)
+            starts = await consumer.offsets_for_times(
+                {tp: int(since.timestamp() * 1000) for tp in tps}
+            )
+            for tp in tps:
+                start = starts.get(tp)
+                consumer.seek(tp, start.offset if start else ends[tp])
+
+            async def behind() -> bool:
+                return any([await consumer.position(tp) < ends[tp] for tp in tps])
+
+            while await behind():
+                for records in (await consumer.getmany(timeout_ms=1000)).values():
+                    for record in records:
+                        if record.offset < ends[TopicPartition(record.topic, record.partition)]:
+                            yield record
+        finally:
+            await consumer.stop()
+
+
+async def follow(
+    settings: KafkaSettings,
+    topics: Sequence[str],
+    *,
+    client_id: str,
+    from_beginning: bool = False,
+    poll_ms: int = 500,
+) -> AsyncIterator[list[ConsumerRecord[bytes, bytes]]]:
+    """Batches of `topics`' records as they arrive, outside any group (nothing committed);
+    an idle poll yields an empty batch, so the caller can stop or time out between them.
+    A topic that does not exist is a `RetryableError` (it may be created later)."""
+    consumer = _reader(settings, client_id, from_beginning=from_beginning)
+    with kafka_errors(f"reading {', '.join(topics)}", settings):
+        await asyncio.wait_for(consumer.start(), 30)
+        try:
+            existing = await consumer.topics()  # refreshes the cluster metadata
+            if missing := sorted(set(topics) - existing):
+                raise RetryableError(f"topic(s) {missing} do not exist")
+            consumer.subscribe(list(topics))
+            while True:
+                batch = await consumer.getmany(timeout_ms=poll_ms)
+                yield [record for records in batch.values() for record in records]
+        finally:
+            await consumer.stop()
+
+
+async def cluster_answers(settings: KafkaSettings, timeout_s: float = 5.0) -> bool:
+    """Whether the cluster answers one admin round trip (metadata / DescribeCluster)."""
+    kwargs = settings.client_kwargs() | {"request_timeout_ms": int(timeout_s * 1000)}
+    admin = AIOKafkaAdminClient(**kwargs)
+    try:
+        await asyncio.wait_for(admin.start(), timeout_s)
+        await asyncio.wait_for(admin.describe_cluster(), timeout_s)
+        return True
+    except (KafkaError, OSError, TimeoutError):
+        return False
+    finally:
+        with contextlib.suppress(KafkaError, OSError):
+            await admin.close()

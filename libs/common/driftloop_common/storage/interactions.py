@@ -1,19 +1,8 @@
 """The interaction store: embedded interactions as Parquet on any fsspec URL.
 
-Layout (Hive-style, readable by pyarrow, DuckDB, Spark…)::
-
-    <url>/language=en-us/day=2026-11-24/part-20261124T200000123456-<uuid>.parquet
-
-`day` is the UTC date of `completed_at`. The partition values live in the path only, as
-Hive tables do; `read` adds `language` back as a column.
-
-Writers never touch an existing file: each `append` writes one new file per partition with
-a unique name, so any number of collectors can write at once. On a local disk the file is
-written under a hidden temporary name and renamed (atomic); object stores publish an
-object only once its upload completes, so there it is written in place.
-
-Readers list only the day folders of the window they ask for (partition pruning: other
-days are neither listed nor opened).
+Layout and write rules: `storage.parquet` (`<url>/language=en-us/day=2026-11-24/part-….parquet`,
+one new file per partition and append, reads pruned to the window's days); `read` adds
+`language` back as a column.
 
 At-least-once delivery means the collector may store the same conversation twice. Rows are
 never rewritten; instead every read de-duplicates by `conversation_id`, keeping the most
@@ -36,26 +25,28 @@ finds which rows of a refused batch they were, without writing anything.
 
 from __future__ import annotations
 
-import contextlib
-import re
-import uuid
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
-import fsspec
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
-from fsspec.implementations.local import LocalFileSystem
 
-from driftloop_common.encoder import EMBEDDING_DIM
-from driftloop_common.errors import PermanentError, RetryableError
-from driftloop_common.events import EncoderInfo, InteractionEmbedded
+from driftloop_common.contracts.errors import PermanentError
+from driftloop_common.contracts.events import EncoderInfo, InteractionEmbedded
+from driftloop_common.ml.encoder import EMBEDDING_DIM
+from driftloop_common.storage.parquet import (
+    PartitionedParquet,
+    data_errors,
+    first_per_id,
+    language_tag,
+    time_window,
+)
 
 
 @dataclass(frozen=True)
@@ -100,8 +91,6 @@ def _schema(dim: int) -> pa.Schema:
 SCHEMA = _schema(EMBEDDING_DIM)
 """The store's columns for the default encoder (all-MiniLM-L6-v2, 384 dimensions)."""
 
-_LANGUAGE = re.compile(r"^[a-z]{2,3}(-[a-z0-9]{2,8})?$")
-
 
 def embedding_matrix(table: pa.Table) -> np.ndarray:
     """The `embedding` column of a `read` result as an `(n, dim)` float32 array."""
@@ -109,7 +98,7 @@ def embedding_matrix(table: pa.Table) -> np.ndarray:
     return column.flatten().to_numpy().reshape(len(column), column.type.list_size)
 
 
-class InteractionStore:
+class InteractionStore(PartitionedParquet):
     """Append and read embedded interactions under `url` (a path or any fsspec URL).
 
     `clock` stamps `ingested_at` (injectable for tests and replays).
@@ -123,13 +112,12 @@ class InteractionStore:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         storage_options: dict[str, Any] | None = None,
     ) -> None:
-        self.url = url
-        self.fs, self.root = fsspec.core.url_to_fs(url, **(storage_options or {}))
-        self.root = self.root.rstrip("/")
+        super().__init__(
+            url, name="the interaction store", clock=clock, storage_options=storage_options
+        )
         self.dim = dim
         self.schema = _schema(dim)
         self._file_schema = self.schema.remove(self.schema.get_field_index("language"))
-        self._clock = clock
 
     # ------------------------------------------------------------------ write
 
@@ -158,20 +146,13 @@ class InteractionStore:
             self._check(row)
             day = row.completed_at.astimezone(UTC).date().isoformat()
             partitions[(language_tag(row.language), day)].append(row)
-        with _data_errors("the batch"):
+        with data_errors("the batch"):
             tables = {
                 key: self._table(part, ingested_at, provenance or {})
                 for key, part in sorted(partitions.items())
             }
-        stamp = ingested_at.astimezone(UTC).strftime("%Y%m%dT%H%M%S%f")
-        written = []
-        with self._storage_errors("write to"), _data_errors("the batch"):
-            for (language, day), table in tables.items():
-                folder = self._day_folder(language, day)
-                path = f"{folder}/part-{stamp}-{uuid.uuid4().hex}.parquet"
-                write_parquet(self.fs, table, folder, path)
-                written.append(self.fs.unstrip_protocol(path))
-        return written
+        with data_errors("the batch"):
+            return self._write(tables.items(), ingested_at)
 
     def unstorable(self, rows: Iterable[InteractionEmbedded]) -> dict[str, PermanentError]:
         """The rows `append` would refuse, each with why (by conversation id).
@@ -185,7 +166,7 @@ class InteractionStore:
             try:
                 self._check(row)
                 language_tag(row.language)
-                with _data_errors(f"conversation {row.conversation_id!a}"):
+                with data_errors(f"conversation {row.conversation_id!a}"):
                     pq.write_table(self._table([row], at, {}), pa.BufferOutputStream())
             except PermanentError as exc:
                 bad[row.conversation_id] = exc
@@ -266,14 +247,10 @@ class InteractionStore:
         before `labelled_only` drops unlabelled rows, so a relabelled conversation is
         judged by its latest whole copy.
         """
-        start, end = aware_utc(start, "start"), aware_utc(end, "end")
-        if end < start:
-            raise ValueError(f"end {end.isoformat()} is before start {start.isoformat()}")
+        start, end, window = time_window(start, end)
         language = language_tag(language)
-        days = day_partitions(start, end)
-        window = (ds.field("completed_at") >= start) & (ds.field("completed_at") < end)
+        files = self._files_between(language, start, end)
         with self._storage_errors("read from"):
-            files = [f for day in days for f in self._files(language, day)]
             table = self._scan(files, window, encoder, columns, labelled_only)
         return self._finish(table, language, columns, labelled_only)
 
@@ -330,20 +307,6 @@ class InteractionStore:
 
     # -------------------------------------------------------------- internals
 
-    def _day_folder(self, language: str, day: str) -> str:
-        return f"{self.root}/language={language}/day={day}"
-
-    def _files(self, language: str, day: str) -> list[str]:
-        return sorted(self.fs.glob(f"{self._day_folder(language, day)}/*.parquet"))
-
-    def _days_stored(self, language: str) -> list[str]:
-        try:
-            entries = self.fs.ls(f"{self.root}/language={language}", detail=False)
-        except FileNotFoundError:
-            return []
-        names = (entry.rstrip("/").rsplit("/", 1)[-1] for entry in entries)
-        return sorted(name.removeprefix("day=") for name in names if name.startswith("day="))
-
     def _scan(
         self,
         files: list[str],
@@ -386,95 +349,10 @@ class InteractionStore:
         table = table.append_column(self.schema.field("language"), language_column)
         return table.select(list(self.schema.names if columns is None else columns))
 
-    @contextlib.contextmanager
-    def _storage_errors(self, action: str) -> Iterator[None]:
-        """Storage failures (network, permissions, full disk) may pass: retry later."""
-        try:
-            yield
-        except OSError as exc:
-            raise RetryableError(
-                f"cannot {action} the interaction store {self.url}: {exc}"
-            ) from exc
-
-
-def write_parquet(fs: Any, table: pa.Table, folder: str, path: str) -> None:
-    """Write one new Parquet file that readers never see half-written.
-
-    On a local disk it is written under a hidden temporary name (a leading dot hides it
-    from pyarrow, Spark and our readers) and renamed; object stores publish an object only
-    once its upload completes, so there it is written in place."""
-    fs.makedirs(folder, exist_ok=True)
-    if not isinstance(fs, LocalFileSystem):
-        with fs.open(path, "wb") as f:
-            pq.write_table(table, f)
-        return
-    tmp = f"{folder}/.{path.rsplit('/', 1)[1]}.tmp"
-    try:
-        with fs.open(tmp, "wb") as f:
-            pq.write_table(table, f)
-        fs.mv(tmp, path)
-    finally:
-        if fs.exists(tmp):
-            fs.rm(tmp)
-
-
-def latest_copies(table: pa.Table, id_column: str = "conversation_id") -> pa.Table:
-    """One row per `id_column`: the one with the latest `ingested_at`."""
-    return _first_per_id(table, id_column, [("ingested_at", "descending")])
-
 
 def most_complete_copies(table: pa.Table) -> pa.Table:
     """One row per conversation: the one built from the most `pieces` (unknown counts
     least), and among those the latest `ingested_at`."""
-    return _first_per_id(
+    return first_per_id(
         table, "conversation_id", [("pieces", "descending"), ("ingested_at", "descending")]
     )
-
-
-def _first_per_id(table: pa.Table, id_column: str, order_by: list[tuple[str, str]]) -> pa.Table:
-    if table.num_rows == 0:
-        return table
-    # Nulls sort last (the default), whichever the direction: an unknown `pieces` ranks
-    # below any known one.
-    order = pc.sort_indices(table, [(id_column, "ascending"), *order_by])
-    ids = table.column(id_column).take(order).to_numpy(zero_copy_only=False)
-    first = np.ones(len(ids), dtype=bool)
-    first[1:] = ids[1:] != ids[:-1]
-    return table.take(order.filter(pa.array(first)))
-
-
-@contextlib.contextmanager
-def _data_errors(what: str) -> Iterator[None]:
-    """What pyarrow raises about the values themselves (a string that is not valid
-    Unicode, a number out of range) will never pass: `PermanentError`. Storage errors
-    (`OSError`) pass through, for `_storage_errors`."""
-    try:
-        yield
-    except OSError:
-        raise
-    except (ValueError, TypeError, OverflowError, pa.ArrowException) as exc:
-        raise PermanentError(f"{what} cannot be stored: {exc!r}"[:2000], code="unstorable") from exc
-
-
-def language_tag(value: str) -> str:
-    """The partition value: a lower-case BCP 47 tag (also keeps `/` and `..` out of paths)."""
-    tag = value.strip().lower().replace("_", "-")
-    if not _LANGUAGE.match(tag):
-        raise PermanentError(
-            f"language must be a BCP 47 tag such as 'en-us', got {value!r}", code="language"
-        )
-    return tag
-
-
-def aware_utc(moment: datetime, name: str) -> datetime:
-    if moment.tzinfo is None:
-        raise ValueError(f"{name} must be timezone-aware, got {moment.isoformat()}")
-    return moment.astimezone(UTC)
-
-
-def day_partitions(start: datetime, end: datetime) -> list[str]:
-    """The UTC days that rows of `[start, end)` can fall on."""
-    if end <= start:
-        return []
-    first, last = start.date(), (end - timedelta(microseconds=1)).date()
-    return [(first + timedelta(days=i)).isoformat() for i in range((last - first).days + 1)]

@@ -56,16 +56,16 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from driftloop_common.errors import (
+from driftloop_common.contracts.errors import (
     DriftloopError,
     HandlerFailedError,
     InvalidEventError,
     PermanentError,
     RetryableError,
 )
-from driftloop_common.events import Event
-from driftloop_common.metrics import LoopMetrics
-from driftloop_common.topics import dlq
+from driftloop_common.contracts.events import Event
+from driftloop_common.contracts.topics import dlq
+from driftloop_common.runtime.metrics import LoopMetrics
 
 log = logging.getLogger(__name__)
 
@@ -86,9 +86,9 @@ class Record(Protocol):
 
 
 class Consumer(Protocol):
-    """What the loop needs of a consumer (`driftloop_common.kafka.Consumer` fits; so do the
-    unit tests' fakes). A service's `on_assigned` may also seek it (`seek`,
-    `offsets_for_times`, `seek_to_end`), as aiokafka's consumer can."""
+    """What the loop needs of a consumer (`driftloop_common.runtime.kafka.Consumer` fits; so
+    do the unit tests' fakes), and what a service's `on_assigned` may do with it: read the
+    partitions' ends and seek them."""
 
     async def start(self) -> None: ...
 
@@ -109,6 +109,16 @@ class Consumer(Protocol):
     def assignment(self) -> set[TopicPartition]: ...
 
     def highwater(self, partition: TopicPartition) -> int | None: ...
+
+    async def end_offsets(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]: ...
+
+    async def offsets_for_times(
+        self, timestamps: dict[TopicPartition, int]
+    ) -> dict[TopicPartition, Any]: ...
+
+    def seek(self, partition: TopicPartition, offset: int) -> None: ...
+
+    async def seek_to_end(self, *partitions: TopicPartition) -> None: ...
 
 
 class Producer(Protocol):

@@ -16,18 +16,22 @@ from collections.abc import Generator, Mapping, Sequence
 from typing import Any, Generic, Protocol, TypeVar
 
 import uvicorn
-from aiokafka import TopicPartition
 from fastapi import APIRouter
 from pydantic import BaseModel, SecretStr
 
-from driftloop_common.app import ReadyCheck, create_app
-from driftloop_common.events import Event
-from driftloop_common.kafka import create_topics, make_consumer, make_producer
-from driftloop_common.logs import configure_logging, redact, uri_passwords
-from driftloop_common.metrics import LoopMetrics
-from driftloop_common.service import Consumer, DeadLetter, Record, RetryPolicy, ServiceLoop
-from driftloop_common.settings import ServiceSettings, load_settings
-from driftloop_common.topics import dlq
+from driftloop_common.contracts.events import Event
+from driftloop_common.contracts.topics import dlq
+from driftloop_common.runtime.app import ReadyCheck, create_app
+from driftloop_common.runtime.kafka import (
+    TopicPartition,
+    create_topics,
+    make_consumer,
+    make_producer,
+)
+from driftloop_common.runtime.logs import configure_logging, redact, uri_passwords
+from driftloop_common.runtime.loop import Consumer, DeadLetter, Record, RetryPolicy, ServiceLoop
+from driftloop_common.runtime.metrics import LoopMetrics
+from driftloop_common.runtime.settings import ServiceSettings, load_settings
 
 __all__ = ["Service", "ServiceBase", "build_loop", "load_settings", "run_service", "serve"]
 

@@ -6,10 +6,11 @@ import numpy as np
 import pandas as pd
 import pyarrow.compute as pc
 
-from driftloop_common.events import EncoderInfo
-from driftloop_common.modeling.splits import Window
-from driftloop_common.modeling.text_head import TextExamples
-from driftloop_common.store import InteractionStore, embedding_matrix
+from driftloop_common.contracts.events import EncoderInfo
+from driftloop_common.ml.modeling.splits import Window
+from driftloop_common.ml.modeling.text_head import TextExamples
+from driftloop_common.storage.features import FeatureTableStore
+from driftloop_common.storage.interactions import InteractionStore, embedding_matrix
 
 LEADS_TABLE = "leads"
 
@@ -43,7 +44,5 @@ def text_examples(
 
 def feature_rows(store_url: str, language: str, window: Window, target: str) -> pd.DataFrame:
     """Rows of the lead feature table in `window` that have a target value."""
-    from driftloop_common.tables import FeatureTableStore
-
     frame = FeatureTableStore(store_url, table=LEADS_TABLE).read(language, window.start, window.end)
     return frame[frame[target].notna()].reset_index(drop=True)

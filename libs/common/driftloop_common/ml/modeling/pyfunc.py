@@ -24,7 +24,7 @@ import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 
-from driftloop_common.events import EncoderInfo
+from driftloop_common.contracts.events import EncoderInfo
 
 # Our models accept a DataFrame, a list or a string and log an explicit signature; MLflow's
 # type-hint validation would reject the first two.
@@ -81,7 +81,7 @@ class TextClassifier(mlflow.pyfunc.PythonModel):
 
     def _encode(self, texts: list[str]) -> np.ndarray:
         if self._text_encoder is None:
-            from driftloop_common.encoder import TextEncoder
+            from driftloop_common.ml.encoder import TextEncoder
 
             self._text_encoder = TextEncoder(precision=self.encoder.precision).load()
             if self._text_encoder.info.id != self.encoder.id:
@@ -99,7 +99,7 @@ class TextClassifier(mlflow.pyfunc.PythonModel):
         return self._frame(self.predict_examples_proba(examples))
 
     def predict_proba(self, texts: list[str]) -> np.ndarray:
-        from driftloop_common.modeling.text_head import TextExamples
+        from driftloop_common.ml.modeling.text_head import TextExamples
 
         return self.head.predict_proba(TextExamples(texts=texts, embeddings=self._encode(texts)))
 

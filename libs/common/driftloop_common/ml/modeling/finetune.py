@@ -20,9 +20,9 @@ from typing import Any
 
 import numpy as np
 
-from driftloop_common.encoder import MAX_SEQ_LENGTH, MODEL_ID, model_dir
-from driftloop_common.events import EncoderInfo
-from driftloop_common.modeling.pyfunc import TextClassifier, _texts
+from driftloop_common.contracts.events import EncoderInfo
+from driftloop_common.ml.encoder import MAX_SEQ_LENGTH, MODEL_ID, model_dir
+from driftloop_common.ml.modeling.pyfunc import TextClassifier, _texts
 
 FINE_TUNED_ID = f"{MODEL_ID}+fine-tuned"
 

@@ -21,8 +21,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from driftloop_common.errors import DriftloopError, PermanentError, RetryableError
-from driftloop_common.logs import MASK, mask, safe_uri
+from driftloop_common.contracts.errors import DriftloopError, PermanentError, RetryableError
+from driftloop_common.runtime.logs import MASK, mask, safe_uri
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient

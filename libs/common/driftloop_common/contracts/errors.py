@@ -6,6 +6,8 @@
      ├── PermanentError      this input will never succeed: send it to `<topic>.dlq`, move on
      │    ├── InvalidEventError   the bytes are not a valid event of the expected type
      │    └── HandlerFailedError  its handler failed `max_failures` times with a bug
+     ├── CannotTrainError    a valid request whose data cannot make a model: answered with
+     │                       `training.failed` (neither retried nor dead-lettered)
      └── ConfigError         the service is misconfigured: fail fast at start-up
 
 Library errors (aiokafka, MLflow, httpx) are translated at the adapter with
@@ -54,6 +56,16 @@ class HandlerFailedError(PermanentError):
         super().__init__(message)
         self.exception_type = exception_type
         self.failures = failures
+
+
+class CannotTrainError(DriftloopError):
+    """The data of a valid training request cannot make a model (too few rows, one class):
+    the trainer answers with `training.failed` naming `reason`, with the `counts` it saw."""
+
+    def __init__(self, reason: str, counts: dict[str, int]) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.counts = counts
 
 
 class ConfigError(DriftloopError):

@@ -33,8 +33,8 @@ from pydantic import (
     model_validator,
 )
 
-from driftloop_common import topics
-from driftloop_common.errors import InvalidEventError
+from driftloop_common.contracts import topics
+from driftloop_common.contracts.errors import InvalidEventError
 
 SCHEMA_VERSION = 1
 """The envelope/payload version this build writes and reads."""

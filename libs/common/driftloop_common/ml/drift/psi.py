@@ -153,7 +153,7 @@ def level(value: float) -> str:
     """The customary reading of a PSI value: stable < 0.1 ≤ warning ≤ 0.25 < major.
 
     These levels were made for one scalar feature; they are reported because users know
-    them, never used to decide (see `driftloop_common.drift.detect`)."""
+    them, never used to decide (see `driftloop_common.ml.drift.detect`)."""
     if value < 0.1:
         return "stable"
     return "warning" if value <= 0.25 else "major"

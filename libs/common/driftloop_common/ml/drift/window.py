@@ -18,8 +18,8 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 from numpy.typing import NDArray
 
-from driftloop_common.drift.baseline import DriftBaseline
-from driftloop_common.drift.psi import bin_counts
+from driftloop_common.ml.drift.baseline import DriftBaseline
+from driftloop_common.ml.drift.psi import bin_counts
 
 
 @dataclass

@@ -10,11 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import logging
-import os
 import shutil
-import signal
 import socket
 import subprocess
 import time
@@ -22,7 +19,10 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from driftloop_common.errors import ConfigError, RetryableError
+from driftloop_common.contracts.errors import ConfigError, RetryableError
+from driftloop_common.runtime.kafka import cluster_answers
+from driftloop_common.runtime.settings import KafkaSettings, cache_root, state_root
+from driftloop_local.processes import free_port, pid_alive, port_is_free, terminate
 
 log = logging.getLogger(__name__)
 
@@ -30,16 +30,6 @@ KAFKA_VERSION = "4.3.1"
 SCALA_VERSION = "2.13"
 LOG4J_VERSION = "2.24.3"
 SLF4J_VERSION = "1.7.36"
-
-
-def cache_root() -> Path:
-    base = os.environ.get("DRIFTLOOP_CACHE_DIR") or os.environ.get("XDG_CACHE_HOME")
-    return Path(base) / "driftloop" if base else Path.home() / ".cache" / "driftloop"
-
-
-def state_root() -> Path:
-    base = os.environ.get("DRIFTLOOP_STATE_DIR") or os.environ.get("XDG_STATE_HOME")
-    return Path(base) / "driftloop" if base else Path.home() / ".local" / "state" / "driftloop"
 
 
 _POM = """<project xmlns="http://maven.apache.org/POM/4.0.0">
@@ -127,54 +117,6 @@ def fetch_jars(version: str = KAFKA_VERSION, *, quiet: bool = True) -> Path:
     return libs
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
-
-
-def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return False
-        return True
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie child still answers kill(0); look at its state.
-    with contextlib.suppress(OSError):
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        if stat.rsplit(")", 1)[1].split()[0] == "Z":
-            return False
-    return True
-
-
-def terminate(pid: int, name: str, *, timeout_s: float = 30.0) -> None:
-    """SIGTERM `pid` and wait for it to exit; SIGKILL it after `timeout_s`."""
-    with contextlib.suppress(ProcessLookupError):  # it may have just exited
-        os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline and pid_alive(pid):
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, os.WNOHANG)
-        time.sleep(0.2)
-    if pid_alive(pid):
-        log.warning("%s (pid %s) ignored SIGTERM for %.0f s; killing it", name, pid, timeout_s)
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, 0)
-
-
 def _is_our_broker(pid: int, data_dir: Path) -> bool:
     """Guard against a recycled pid: the process must be kafka.Kafka on exactly our config."""
     try:
@@ -194,26 +136,11 @@ def _accepts_connections(bootstrap: str) -> bool:
         return False
 
 
-async def _broker_answers(bootstrap: str, timeout_s: float) -> bool:
-    from aiokafka.admin import AIOKafkaAdminClient
-
-    if not _accepts_connections(bootstrap):  # spares aiokafka's error log while it boots
-        return False
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=5000)
-    try:
-        await asyncio.wait_for(admin.start(), timeout_s)
-        await asyncio.wait_for(admin.describe_cluster(), timeout_s)
-        return True
-    except Exception:
-        return False
-    finally:
-        with contextlib.suppress(Exception):
-            await admin.close()
-
-
 def broker_answers(bootstrap: str, timeout_s: float = 5.0) -> bool:
     """One admin round trip (metadata / DescribeCluster) to `bootstrap`."""
-    return asyncio.run(_broker_answers(bootstrap, timeout_s))
+    if not _accepts_connections(bootstrap):  # spares aiokafka's error log while it boots
+        return False
+    return asyncio.run(cluster_answers(KafkaSettings(bootstrap_servers=bootstrap), timeout_s))
 
 
 @dataclass
