@@ -286,8 +286,8 @@ async def timed_round(
         "first_out": arrivals[0],
         "steady": (hi - lo) and (((9 * n) // 10 - n // 10) / (hi - lo)),
         "quantiles": [arrivals[min(n - 1, n * q // 10)] for q in (1, 5, 9, 10)],
-        "embed_s": delta("collector_embedding_seconds_sum"),
-        "flushes": delta("collector_embedding_seconds_count"),
+        "embed_s": delta("driftloop_collector_embedding_seconds_sum"),
+        "flushes": delta("driftloop_collector_embedding_seconds_count"),
         "cpu": cpu,
     }
 

@@ -64,6 +64,7 @@ def fill_store(url: str, n: int, classes: int, as_of: datetime, seed: int) -> No
 
 def one_size(n: int, classes: int, tracking_uri: str) -> dict:
     from driftloop_common.contracts.events import TrainingRequested, TrainingRequestedEvent
+    from driftloop_common.runtime.settings import MlflowSettings
     from driftloop_trainer.training import Trainer, TrainerConfig
 
     as_of = datetime(2026, 11, 1, tzinfo=UTC)
@@ -76,7 +77,9 @@ def one_size(n: int, classes: int, tracking_uri: str) -> dict:
             model_key="intent/en-us",
             payload=TrainingRequested(reason="manual", requested_by="bench", as_of=as_of),
         )
-        trainer = Trainer(TrainerConfig(tracking_uri=tracking_uri, store_url=tmp))
+        trainer = Trainer(
+            TrainerConfig(mlflow=MlflowSettings(tracking_uri=tracking_uri), store_url=tmp)
+        )
         steps: list[tuple[float, str]] = []
         started = time.perf_counter()
         result = trainer.train(

@@ -17,6 +17,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from driftloop_common.contracts import topics
+from driftloop_common.runtime.metrics import metric_prefix
 from driftloop_common.storage.interactions import InteractionStore
 from driftloop_local.processes import free_port
 from driftloop_synthetic import GeneratorConfig, Interaction, OutputFormat, generate, kafka_records
@@ -57,6 +58,7 @@ class CollectorProcess:
     def __init__(self, bootstrap: str, name: str, folder: Path, wrapup_wait_s: float) -> None:
         self.port, self.log = free_port(), folder / "collector.log"
         self.store_url = str(folder / "store")
+        self.prefix = metric_prefix(name)  # driftloop_<service>
         self.env = {
             **os.environ,
             "DRIFTLOOP_KAFKA__BOOTSTRAP_SERVERS": bootstrap,
@@ -95,7 +97,7 @@ class CollectorProcess:
         async with httpx.AsyncClient(timeout=2) as http:
             text = (await http.get(self.url("/metrics"))).text
         for line in text.splitlines():
-            if line.startswith("collector_open_conversations "):
+            if line.startswith(f"{self.prefix}_open_conversations "):
                 return float(line.split()[1])
         return 0.0
 

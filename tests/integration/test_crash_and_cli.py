@@ -15,6 +15,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from driftloop_common.contracts import topics
+from driftloop_common.runtime.metrics import metric_prefix
 from driftloop_local.processes import free_port
 from tests.integration.helpers import make_topics, produce, read_all, request, wait_for
 
@@ -207,7 +208,7 @@ async def test_service_process_answers_probes_audits_and_stops_gracefully(
                 assert asyncio.get_running_loop().time() < deadline + 30, "no audit record"
             assert record["payload"]["details"]["source_event_id"] == str(event.event_id)
             metrics = (await http.get(base + "/metrics")).text
-            prefix = env["DRIFTLOOP_SERVICE_NAME"].replace("-", "_")
+            prefix = metric_prefix(env["DRIFTLOOP_SERVICE_NAME"])
             assert f'{prefix}_published_total{{topic="audit"}}' in metrics
         proc.send_signal(signal.SIGTERM)
         assert await asyncio.to_thread(proc.wait, 30) == 0

@@ -24,6 +24,7 @@ from driftloop_common.contracts.events import (
     InteractionEmbeddedEvent,
     ModelKey,
 )
+from driftloop_common.runtime.metrics import metric_prefix
 from driftloop_local.processes import free_port
 from tests.integration.helpers import make_topics, produce, wait_for
 from tests.unit.drift_data import ENCODER, Traffic, shifted_weights
@@ -57,6 +58,7 @@ class Monitor:
     def __init__(self, bootstrap: str, name: str, log: Path, **env: str) -> None:
         self.log = log
         self.port = free_port()
+        self.prefix = metric_prefix(name)  # driftloop_<service>
         self.env = {
             **os.environ,
             "DRIFTLOOP_KAFKA__BOOTSTRAP_SERVERS": bootstrap,
@@ -99,13 +101,13 @@ class Monitor:
             raise AssertionError("drift-monitor never became ready")
 
     async def checks(self, key: ModelKey, result: str) -> float:
-        return await self.metric("driftloop_drift_checks_total", model_key=key, result=result)
+        return await self.metric("checks_total", model_key=key, result=result)
 
     async def metric(self, name: str, **labels: object) -> float:
         async with httpx.AsyncClient(timeout=2) as http:
             text = (await http.get(f"http://127.0.0.1:{self.port}/metrics")).text
         wanted = ",".join(f'{k}="{re.escape(str(v))}"' for k, v in labels.items())
-        match = re.search(rf"^{name}\{{{wanted}\}} ([0-9.e+-]+)$", text, re.MULTILINE)
+        match = re.search(rf"^{self.prefix}_{name}\{{{wanted}\}} ([0-9.e+-]+)$", text, re.MULTILINE)
         return float(match.group(1)) if match else 0.0
 
     async def readyz(self) -> tuple[int, dict]:
@@ -230,19 +232,17 @@ async def test_while_mlflow_answers_503_the_key_waits_unready_then_uses_the_cham
 
         state = {"model_key": key, "state": "unavailable"}
         await wait_for_async(
-            lambda: monitor.metric("driftloop_drift_baseline_state", **state),
+            lambda: monitor.metric("baseline_state", **state),
             "the key's baseline to show as unavailable",
         )
         status, body = await monitor.readyz()
         assert (status, body["checks"]["drift_baselines_available"]) == (503, False)
 
         async def all_waiting() -> float:
-            return float(
-                await monitor.metric("driftloop_drift_pending_rows", model_key=key) == 1200
-            )
+            return float(await monitor.metric("pending_rows", model_key=key) == 1200)
 
         await wait_for_async(all_waiting, "the 1200 rows to wait for the baseline")
-        assert await monitor.metric("driftloop_drift_baseline_load_failures_total", model_key=key)
+        assert await monitor.metric("baseline_load_failures_total", model_key=key)
 
         proxy.failing = ()  # MLflow is back
 
@@ -256,10 +256,10 @@ async def test_while_mlflow_answers_503_the_key_waits_unready_then_uses_the_cham
 
         await wait_for_async(ready, "/readyz once every baseline could be asked for")
         loaded = {"model_key": key, "state": "loaded"}
-        assert await monitor.metric("driftloop_drift_baseline_state", **loaded) == 1
-        assert await monitor.metric("driftloop_drift_pending_rows", model_key=key) == 0
+        assert await monitor.metric("baseline_state", **loaded) == 1
+        assert await monitor.metric("pending_rows", model_key=key) == 0
         # All 1200 rows, observed at once when the baseline came: none was lost waiting.
-        assert await monitor.metric("driftloop_drift_window_rows", model_key=key) == 1200
+        assert await monitor.metric("window_rows", model_key=key) == 1200
     finally:
         monitor.kill()
         proxy.close()

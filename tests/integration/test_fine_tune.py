@@ -16,7 +16,7 @@ from driftloop_common.contracts.events import (
     TrainingRequestedEvent,
 )
 from driftloop_common.ml.modeling.finetune import FINE_TUNED_ID, FineTunedClassifier
-from driftloop_common.ml.modeling.splits import SplitConfig
+from driftloop_common.runtime.settings import MlflowSettings
 from driftloop_common.storage.interactions import InteractionStore
 from driftloop_common.storage.registry import Tag
 from driftloop_trainer.training import Trainer, TrainerConfig
@@ -48,10 +48,14 @@ def test_fine_tuning_on_a_tiny_set_registers_a_self_contained_version(
         for i, v in rows
     )
     config = TrainerConfig(
-        tracking_uri=mlflow_uri,
+        mlflow=MlflowSettings(tracking_uri=mlflow_uri),
         store_url=store,
-        splits=SplitConfig(train_days=(90, 20), validation_days=(20, 6), test_days=(6, 0)),
-        min_rows={"train": 10, "validation": 3, "test": 3},
+        train_days=(90, 20),
+        validation_days=(20, 6),
+        test_days=(6, 0),
+        min_train_rows=10,
+        min_validation_rows=3,
+        min_test_rows=3,
         fine_tune="true",
         fine_tune_epochs=1,
     )

@@ -40,15 +40,15 @@ from driftloop_common.contracts.events import (
     TrainingRequestedEvent,
     decode_event,
 )
+from driftloop_common.families.base import FittedModel, SplitData
 from driftloop_common.ml.modeling.splits import SPLITS
 from driftloop_common.runtime.kafka import make_consumer, make_producer
 from driftloop_common.runtime.loop import RetryPolicy, ServiceLoop
 from driftloop_common.runtime.metrics import LoopMetrics
-from driftloop_common.runtime.settings import KafkaSettings
+from driftloop_common.runtime.settings import KafkaSettings, MlflowSettings
 from driftloop_common.storage import registry
 from driftloop_common.storage.registry import Tag
 from driftloop_trainer import training
-from driftloop_trainer.families import FittedModel, SplitData
 from driftloop_trainer.service import TrainerMetrics, TrainerService
 from driftloop_trainer.training import Trainer, TrainerConfig
 from tests.integration.helpers import events_until, make_topics, produce, running, wait_for
@@ -113,14 +113,16 @@ class Gate:
 
 def config(mlflow_uri: str, member: str, tmp_path: Path) -> TrainerConfig:
     return TrainerConfig(
-        tracking_uri=mlflow_uri,
+        mlflow=MlflowSettings(tracking_uri=mlflow_uri),
         store_url=str(tmp_path / member),  # tells the members' families apart
-        min_rows={"train": 1, "validation": 1, "test": 1},
+        min_train_rows=1,
+        min_validation_rows=1,
+        min_test_rows=1,
     )
 
 
 def use_families(monkeypatch: pytest.MonkeyPatch, families: dict[str, StubFamily]) -> None:
-    monkeypatch.setattr(training, "family_for", lambda key, cfg: families[cfg.store_url])
+    monkeypatch.setattr(training, "family_for", lambda kind, store, options: families[store])
 
 
 def make_request(language: str) -> TrainingRequestedEvent:

@@ -35,6 +35,7 @@ from driftloop_common.contracts.events import (
     TrainingRequested,
     TrainingRequestedEvent,
 )
+from driftloop_common.runtime.settings import MlflowSettings
 from driftloop_common.storage import registry
 from driftloop_common.storage.features import FeatureTableStore
 from driftloop_drift_monitor.baselines import MlflowBaselineSource
@@ -255,7 +256,9 @@ def test_cli_training_then_a_worse_challenger_is_rejected_with_the_rule_named(
     assert baseline is not None and baseline.source == f"{name} v{first.version}"
     assert baseline.label_set == frozenset(registry.labels_of(first))
 
-    worse = Trainer(TrainerConfig(tracking_uri=mlflow_uri, store_url=shuffled)).train(
+    worse = Trainer(
+        TrainerConfig(mlflow=MlflowSettings(tracking_uri=mlflow_uri), store_url=shuffled)
+    ).train(
         TrainingRequestedEvent(
             producer="test",
             model_key=f"intent/{fresh_language}",
@@ -264,7 +267,9 @@ def test_cli_training_then_a_worse_challenger_is_rejected_with_the_rule_named(
     )
     assert isinstance(worse, ModelTrainedEvent), worse
     assert worse.payload.semver == "1.0.1"  # same labels: a patch
-    verdict = Evaluator(EvaluatorConfig(tracking_uri=mlflow_uri, store_url=good)).evaluate(worse)
+    verdict = Evaluator(
+        EvaluatorConfig(mlflow=MlflowSettings(tracking_uri=mlflow_uri), store_url=good)
+    ).evaluate(worse)
     assert not verdict.payload.passed
     failed = {reason.split(":", 1)[0] for reason in verdict.payload.reasons}
     assert {"improvement", "class_drop"} <= failed

@@ -26,6 +26,7 @@ from driftloop_common.contracts.events import (
     TrainingRequestedEvent,
 )
 from driftloop_common.ml.modeling.splits import SPLITS, SplitConfig
+from driftloop_common.runtime.settings import MlflowSettings
 from driftloop_common.storage.interactions import InteractionStore
 from driftloop_trainer.training import Trainer, TrainerConfig
 from tests.real_data import REAL_DATA
@@ -105,9 +106,9 @@ def test_banking77_with_synthetic_timestamps_reaches_the_published_level(
         banking.x_test,
         encoder_info,
     )
-    result = Trainer(TrainerConfig(tracking_uri=mlflow_uri, store_url=store)).train(
-        request("en-b77", as_of)
-    )
+    result = Trainer(
+        TrainerConfig(mlflow=MlflowSettings(tracking_uri=mlflow_uri), store_url=store)
+    ).train(request("en-b77", as_of))
     assert isinstance(result, ModelTrainedEvent), result
     m = result.payload.metrics
     assert m["test_rows"] == len(test)  # test.csv exactly, nothing of train.csv
@@ -148,10 +149,12 @@ def test_cfpb_splits_follow_the_real_dates(
         encoder_info,
     )
     config = TrainerConfig(
-        tracking_uri=mlflow_uri,
+        mlflow=MlflowSettings(tracking_uri=mlflow_uri),
         store_url=store,
-        splits=splits,
-        min_rows={"train": 20, "validation": 20, "test": 20},
+        **splits.model_dump(),
+        min_train_rows=20,
+        min_validation_rows=20,
+        min_test_rows=20,
     )
     result = Trainer(config).train(request("en-cfpb", as_of))
 

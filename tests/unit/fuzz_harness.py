@@ -66,6 +66,7 @@ from driftloop_common.contracts.events import (
     TrainingRequestedEvent,
     decode_event,
 )
+from driftloop_common.runtime.settings import MlflowSettings
 
 # ---------------------------------------------------------------- hostile values
 
@@ -826,7 +827,9 @@ def trainer_decode() -> Callable[[Any], TrainingRequestedEvent]:
     if hasattr(trainer_main, "decoder"):
         from driftloop_trainer.training import TrainerConfig
 
-        config = TrainerConfig(tracking_uri="http://127.0.0.1:9", store_url="memory://fuzz")
+        config = TrainerConfig(
+            mlflow=MlflowSettings(tracking_uri="http://127.0.0.1:9"), store_url="memory://fuzz"
+        )
         return trainer_main.decoder(config)
     return trainer_main.decode
 

@@ -54,10 +54,10 @@ def test_metrics_expose_the_loop_counters() -> None:
     metrics.processed.labels("audit", "dlq").inc()
     metrics.processing_seconds.labels("audit").observe(0.004)
     body = http.get("/metrics").text
-    assert 'unit_svc_messages_received_total{topic="audit"} 3.0' in body
-    assert 'unit_svc_messages_processed_total{status="dlq",topic="audit"} 1.0' in body
-    assert 'unit_svc_processing_seconds_bucket{le="0.005",topic="audit"} 1.0' in body
-    assert 'unit_svc_processing_seconds_bucket{le="0.0025",topic="audit"} 0.0' in body
+    assert 'driftloop_unit_svc_messages_received_total{topic="audit"} 3.0' in body
+    assert 'driftloop_unit_svc_messages_processed_total{status="dlq",topic="audit"} 1.0' in body
+    assert 'driftloop_unit_svc_processing_seconds_bucket{le="0.005",topic="audit"} 1.0' in body
+    assert 'driftloop_unit_svc_processing_seconds_bucket{le="0.0025",topic="audit"} 0.0' in body
 
 
 def test_api_docs_are_off_unless_asked_for() -> None:

@@ -4,13 +4,22 @@ from __future__ import annotations
 
 import uuid
 
-from driftloop_auditor.handlers import handle, summarize
+import pytest
+
+from driftloop_auditor.handlers import handle
+from driftloop_auditor.service import decode
+from driftloop_auditor.settings import LIFECYCLE_TOPICS
+from driftloop_common.contracts import topics
+from driftloop_common.contracts.errors import InvalidEventError
 from driftloop_common.contracts.events import (
+    Audit,
+    AuditEvent,
     ModelEvaluated,
     ModelEvaluatedEvent,
     RollbackRequested,
     RollbackRequestedEvent,
 )
+from tests.unit.fakes import FakeRecord
 
 
 def evaluated(passed: bool) -> ModelEvaluatedEvent:
@@ -45,10 +54,27 @@ async def test_redelivery_yields_the_same_audit_record_id() -> None:
     assert other.event_id != first.event_id
 
 
-def test_summary_of_a_rollback_names_the_target_version() -> None:
+async def test_summary_of_a_rollback_names_the_model_and_the_target_version() -> None:
     event = RollbackRequestedEvent(
         producer="cli",
         model_key="sentiment/es-es",
         payload=RollbackRequested(reason="bad release", requested_by="ana", to_version=6),
     )
-    assert summarize(event) == "rollback to version 6 requested by ana: bad release"
+    (record,) = await handle(event)
+    summary = record.payload.details["summary"]
+    assert all(fact in summary for fact in ("sentiment/es-es", "v6", "ana", "bad release"))
+
+
+def test_the_auditor_reads_every_topic_but_the_streams_and_its_own() -> None:
+    streams = {topics.INTERACTIONS_RAW, topics.INTERACTIONS_EMBEDDED, topics.PREDICTIONS}
+    assert sorted(LIFECYCLE_TOPICS) == sorted(set(topics.ALL_TOPICS) - streams - {topics.AUDIT})
+
+
+def test_the_auditor_rejects_an_audit_record() -> None:
+    audit = AuditEvent(
+        producer="auditor",
+        model_key="intent/en-us",
+        payload=Audit(action="model.promoted", actor="promoter", subject="intent/en-us"),
+    )
+    with pytest.raises(InvalidEventError, match="not accepted here"):
+        decode(FakeRecord(topics.AUDIT, 0, 0, audit.to_bytes(), key=audit.key))

@@ -7,10 +7,16 @@ from collections import Counter
 import numpy as np
 import pytest
 
+from driftloop_common.contracts.errors import ConfigError
 from driftloop_common.ml.drift.baseline import DriftBaseline, build_baseline
 from driftloop_common.ml.drift.detect import (
+    DETECTORS,
     DetectorConfig,
     DriftDetector,
+    DriftInputs,
+    Skipped,
+    Statistic,
+    detector,
     label_statistics,
     size_bucket,
 )
@@ -108,5 +114,56 @@ def test_label_statistics_pool_unseen_labels() -> None:
 
 
 def test_unknown_detector_is_rejected() -> None:
-    with pytest.raises(ValueError, match="unknown detectors"):
-        DetectorConfig(detectors=("vibes",))
+    with pytest.raises(ConfigError, match=r"unknown detectors \['vibes'\]; known: .*'label'"):
+        DetectorConfig(detectors=("component_psi", "vibes"))
+
+
+@pytest.fixture
+def toy_detector():
+    """A detector registered for one test: the share of labelled rows, against a null of 0."""
+
+    @detector("toy")
+    def toy(inputs: DriftInputs) -> list[Statistic] | Skipped:
+        if inputs.window.labelled == 0:
+            return Skipped("no labels")
+        return [Statistic("toy_share", inputs.window.labelled / inputs.window.rows, np.zeros(5))]
+
+    yield "toy"
+    del DETECTORS["toy"]
+
+
+def test_a_registered_detector_runs_through_check(baseline, toy_detector) -> None:
+    snapshot = window_of(baseline, 1000, np.random.default_rng(17))
+    config = DetectorConfig(detectors=("component_psi", toy_detector))
+    report = DriftDetector(baseline, config).check(snapshot)
+    toy = report.score("toy_share")
+    assert toy is not None and toy.detector == "toy"
+    assert (toy.value, toy.null_quantile, toy.fired) == (1.0, 0.0, True)
+    assert report.drifted
+    # Registration order; label is reported but does not decide (nor count for Bonferroni).
+    assert [s.statistic for s in report.scores] == [
+        "psi_mean", "psi_max", "label_psi", "label_chi2", "toy_share"
+    ]  # fmt: skip
+    assert not any(s.fired for s in report.scores if s.detector == "label")
+
+    x, _ = TRAFFIC.sample(300, np.random.default_rng(18))
+    unlabelled = SlidingWindow(baseline)
+    unlabelled.add(x, times(300))
+    report = DriftDetector(baseline, config).check(unlabelled.snapshot())
+    assert report.skipped["toy"] == "no labels" and report.score("toy_share") is None
+    not_configured = DriftDetector(baseline, DetectorConfig(detectors=("component_psi",)))
+    assert not_configured.check(snapshot).score("toy_share") is None
+
+
+def test_a_detector_name_is_registered_once(toy_detector) -> None:
+    with pytest.raises(ValueError, match="already registered"):
+        detector(toy_detector)(lambda inputs: Skipped("twice"))
+
+
+def test_a_detector_unregistered_since_the_config_is_refused(
+    baseline, toy_detector, monkeypatch
+) -> None:
+    config = DetectorConfig(detectors=(toy_detector,))
+    monkeypatch.delitem(DETECTORS, toy_detector)  # put back before the fixture removes it
+    with pytest.raises(ConfigError, match=r"unknown detectors \['toy'\]"):
+        DriftDetector(baseline, config)

@@ -14,7 +14,6 @@ from driftloop_common.contracts.events import (
     ModelKey,
 )
 from driftloop_common.ml.drift.baseline import DriftBaseline, build_baseline
-from driftloop_common.ml.drift.detect import DetectorConfig
 from driftloop_drift_monitor.monitor import BaselineSource, DriftMonitor, MonitorConfig
 from tests.unit.drift_data import ENCODER, T0, Traffic, shifted_weights
 
@@ -59,7 +58,8 @@ def stream(key, n, rng, start, weights=None, label_override=None, encoder=ENCODE
 def monitor(baseline, **kw) -> DriftMonitor:
     config = MonitorConfig(
         check_every_rows=1000,
-        detector=DetectorConfig(detectors=("component_psi", "label"), min_rows=500),
+        detectors=("component_psi", "label"),
+        min_rows=500,
         **kw,
     )
     return DriftMonitor(config, Fixed({EN: baseline, ES: baseline}))
@@ -84,7 +84,7 @@ def test_a_shift_yields_drift_detected_and_a_training_request(baseline) -> None:
 
 
 def test_a_second_shift_inside_the_cooldown_requests_nothing(baseline) -> None:
-    m = monitor(baseline, cooldown=timedelta(hours=6))
+    m = monitor(baseline, cooldown_hours=6)
     rng = np.random.default_rng(3)
     first = m.observe(stream(EN, 2000, rng, T0, shifted_weights(5, 0.25), hours=2))
     assert len(first) == 2
@@ -140,7 +140,8 @@ def test_without_a_champion_the_first_rows_become_the_baseline() -> None:
     config = MonitorConfig(
         bootstrap_rows=2000,
         check_every_rows=1000,
-        detector=DetectorConfig(detectors=("component_psi",), min_rows=500),
+        detectors=("component_psi",),
+        min_rows=500,
     )
     m = DriftMonitor(config)
     rng = np.random.default_rng(8)

@@ -22,7 +22,7 @@ from driftloop_common.contracts.events import (
     ModelKey,
 )
 from driftloop_common.ml.drift.baseline import DriftBaseline, build_baseline
-from driftloop_common.ml.drift.detect import DetectorConfig, DriftDetector
+from driftloop_common.ml.drift.detect import DriftDetector
 from driftloop_common.ml.drift.window import SlidingWindow
 from driftloop_common.runtime.app import create_app
 from driftloop_common.runtime.loop import LoopState, RetryPolicy, ServiceLoop
@@ -118,7 +118,8 @@ def settings(**kw: Any) -> DriftMonitorSettings:
 def monitor(source: BaselineSource, **kw: Any) -> DriftMonitor:
     config = MonitorConfig(
         check_every_rows=1000,
-        detector=DetectorConfig(detectors=("component_psi", "label"), min_rows=500),
+        detectors=("component_psi", "label"),
+        min_rows=500,
         **kw,
     )
     return DriftMonitor(config, source)
@@ -206,7 +207,8 @@ async def test_a_row_of_year_1_is_skipped_and_counted_and_the_other_299_are_obse
     assert service.monitor.keys[EN].skipped_time == 1
     metrics = generate_latest(service.metrics.registry).decode()
     assert (
-        'driftloop_drift_skipped_rows_total{model_key="intent/en-us",reason="time"} 1.0' in metrics
+        'driftloop_drift_monitor_test_skipped_rows_total{model_key="intent/en-us",'
+        'reason="time"} 1.0' in metrics
     )
 
 
@@ -310,7 +312,7 @@ def test_a_503_of_the_baseline_source_is_retried_and_the_champion_used_never_a_b
 
 def test_the_backoff_doubles_up_to_its_cap(baseline) -> None:
     source = Flaky(baseline, failures=10)
-    m = monitor(source, baseline_retry_max=timedelta(seconds=5))
+    m = monitor(source, baseline_retry_max_s=5)
     clock = m.clock = Clock(T0 + timedelta(days=1))
     waits = []
     for _ in range(5):
@@ -342,15 +344,20 @@ async def test_rows_wait_while_the_baseline_is_unavailable_and_readyz_and_metric
         ready_checks={"drift_baselines_available": service.baselines_available},
     )
     http = TestClient(app)
-    unavailable = 'driftloop_drift_baseline_state{model_key="intent/en-us",state="unavailable"}'
-    loaded = 'driftloop_drift_baseline_state{model_key="intent/en-us",state="loaded"}'
+    unavailable = (
+        'driftloop_drift_monitor_test_baseline_state{model_key="intent/en-us",state="unavailable"}'
+    )
+    loaded = 'driftloop_drift_monitor_test_baseline_state{model_key="intent/en-us",state="loaded"}'
     ready = http.get("/readyz")
     assert ready.status_code == 503
     assert ready.json()["checks"]["drift_baselines_available"] is False
     metrics = http.get("/metrics").text
     assert f"{unavailable} 1.0" in metrics
-    assert 'driftloop_drift_pending_rows{model_key="intent/en-us"} 300.0' in metrics
-    assert 'driftloop_drift_baseline_load_failures_total{model_key="intent/en-us"} 1.0' in metrics
+    assert 'driftloop_drift_monitor_test_pending_rows{model_key="intent/en-us"} 300.0' in metrics
+    assert (
+        'driftloop_drift_monitor_test_baseline_load_failures_total{model_key="intent/en-us"} 1.0'
+        in metrics
+    )
 
     for event in stream(100, seed=2, start=T0 + timedelta(hours=13)):
         await service.handle(event)
@@ -364,8 +371,11 @@ async def test_rows_wait_while_the_baseline_is_unavailable_and_readyz_and_metric
     assert http.get("/readyz").status_code == 200
     metrics = http.get("/metrics").text
     assert f"{unavailable} 0.0" in metrics and f"{loaded} 1.0" in metrics
-    assert 'driftloop_drift_pending_rows{model_key="intent/en-us"} 0.0' in metrics
-    assert 'driftloop_drift_baseline_load_failures_total{model_key="intent/en-us"} 2.0' in metrics
+    assert 'driftloop_drift_monitor_test_pending_rows{model_key="intent/en-us"} 0.0' in metrics
+    assert (
+        'driftloop_drift_monitor_test_baseline_load_failures_total{model_key="intent/en-us"} 2.0'
+        in metrics
+    )
 
 
 async def test_past_the_pending_bound_the_flush_fails_and_keeps_the_rows(baseline) -> None:

@@ -17,6 +17,7 @@ from mlflow.exceptions import RestException
 
 from driftloop_common.contracts.errors import PermanentError, RetryableError
 from driftloop_common.contracts.events import ModelTrained, ModelTrainedEvent
+from driftloop_common.runtime.settings import MlflowSettings
 from driftloop_evaluator.evaluation import Evaluator, EvaluatorConfig
 from driftloop_local.processes import free_port
 
@@ -67,7 +68,7 @@ def trained(registered_model: str = "intent-en-us", version: int = 7) -> ModelTr
 
 
 def evaluator(client: Any = None, uri: str = "http://127.0.0.1:9") -> Evaluator:
-    made = Evaluator(EvaluatorConfig(tracking_uri=uri, store_url="unused"))
+    made = Evaluator(EvaluatorConfig(mlflow=MlflowSettings(tracking_uri=uri), store_url="unused"))
     if client is not None:
         made.client = client
     return made

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from driftloop_common.families.rules import Rules, classification_verdict, regression_verdict
 from driftloop_common.ml.modeling.metrics import ClassificationScores, classification_scores
-from driftloop_evaluator.rules import Rules, classification_verdict, regression_verdict
 
 
 def scores(macro: float, per_class: dict[str, float]) -> ClassificationScores:

@@ -89,7 +89,7 @@ async def test_bad_payload_goes_to_dlq_with_reason_and_the_loop_carries_on() -> 
     assert len(handled) == 1
     assert consumer.committed[TP] == 2
     dlq_count = loop.metrics.registry.get_sample_value(
-        "test_dlq_messages_total", {"topic": TOPIC, "reason": "schema"}
+        "driftloop_test_dlq_messages_total", {"topic": TOPIC, "reason": "schema"}
     )
     assert dlq_count == 1
 

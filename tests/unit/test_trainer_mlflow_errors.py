@@ -15,6 +15,7 @@ from driftloop_common.contracts.events import (
     TrainingRequestedEvent,
 )
 from driftloop_common.runtime.metrics import LoopMetrics
+from driftloop_common.runtime.settings import MlflowSettings
 from driftloop_common.storage import registry
 from driftloop_local.processes import free_port
 from driftloop_trainer.service import TrainerMetrics, TrainerService
@@ -28,7 +29,9 @@ def test_an_unreachable_mlflow_is_retryable_and_its_password_never_printed(
 ) -> None:
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # a refused connection at once
     uri = f"http://bob:{PASSWORD}@127.0.0.1:{free_port()}"
-    trainer = Trainer(TrainerConfig(tracking_uri=uri, store_url=str(tmp_path)))
+    trainer = Trainer(
+        TrainerConfig(mlflow=MlflowSettings(tracking_uri=uri), store_url=str(tmp_path))
+    )
     service = TrainerService(trainer, TrainerMetrics(LoopMetrics("trainer-e")))
     request = TrainingRequestedEvent(
         producer="test",

@@ -19,6 +19,7 @@ from driftloop_common.contracts.events import (
 )
 from driftloop_common.runtime.loop import RetryPolicy, ServiceLoop
 from driftloop_common.runtime.metrics import LoopMetrics
+from driftloop_common.runtime.settings import MlflowSettings
 from driftloop_trainer.service import TrainerMetrics, TrainerService
 from driftloop_trainer.training import Trainer, TrainerConfig
 from tests.unit.fakes import FakeConsumer, FakeProducer, FakeRecord
@@ -48,7 +49,11 @@ def request(*, as_of: datetime | None = None, at: datetime | None = None) -> Tra
 
 
 def trainer(store: Path) -> Trainer:
-    made = Trainer(TrainerConfig(tracking_uri="http://127.0.0.1:9", store_url=str(store)))
+    made = Trainer(
+        TrainerConfig(
+            mlflow=MlflowSettings(tracking_uri="http://127.0.0.1:9"), store_url=str(store)
+        )
+    )
     made.client = EmptyRegistry()  # type: ignore[assignment]
     return made
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from driftloop_common.contracts.errors import CannotTrainError
-from driftloop_trainer.families import SplitData
+from driftloop_common.families.base import SplitData
 
 MIN = {"train": 5, "validation": 2, "test": 2}
 

@@ -26,15 +26,9 @@ from rich.console import Console
 
 from driftloop_cli.generate import publish_records
 from driftloop_common.contracts import topics
+from driftloop_common.contracts.describe import describe as describe_event
 from driftloop_common.contracts.errors import DriftloopError, RetryableError
-from driftloop_common.contracts.events import (
-    DriftDetectedEvent,
-    ModelEvaluatedEvent,
-    ModelTrainedEvent,
-    TrainingFailedEvent,
-    TrainingRequestedEvent,
-    decode_event,
-)
+from driftloop_common.contracts.events import decode_event
 from driftloop_common.runtime.kafka import create_topics, follow
 from driftloop_common.runtime.settings import KafkaSettings, default_store_url, state_root
 from driftloop_local.kafka import LocalKafka
@@ -261,31 +255,12 @@ class LapWatcher(threading.Thread):
 
 
 def describe(raw: bytes) -> str:
-    """One line for a person: what happened to which model, and why."""
+    """One line for a person, stamped with the event's time (`contracts.describe`)."""
     try:
         event = decode_event(raw)
     except DriftloopError:
         return "(an event this version cannot read)"
-    p = event.payload
-    head = f"[{event.occurred_at:%Y-%m-%d %H:%M}] {event.model_key}"
-    if isinstance(event, DriftDetectedEvent):
-        fired = ", ".join(
-            f"{s.statistic} {s.value:.3f} > {s.null_quantile:.3f}" for s in p.scores if s.fired
-        )
-        return f"{head}  drift over {p.window_size} interactions ({fired})"
-    if isinstance(event, TrainingRequestedEvent):
-        what = f"new intent '{p.new_label}'" if p.new_label else p.reason
-        return f"{head}  → training requested ({what}) by {p.requested_by}"
-    if isinstance(event, ModelTrainedEvent):
-        f1 = p.metrics.get("test_macro_f1")
-        score = f", test macro-F1 {f1:.3f}" if f1 is not None else ""
-        return f"{head}  trained {p.registered_model} v{p.version} ({p.semver}){score}"
-    if isinstance(event, TrainingFailedEvent):
-        return f"{head}  training failed: {p.reason}"
-    if isinstance(event, ModelEvaluatedEvent):
-        verdict = "passed" if p.passed else "rejected: " + "; ".join(p.reasons)
-        return f"{head}  v{p.version} evaluation {verdict}"
-    return f"{head}  {event.event_type}"
+    return f"[{event.occurred_at:%Y-%m-%d %H:%M}] {describe_event(event)}"
 
 
 def _interrupt(signum: int, frame: object) -> None:

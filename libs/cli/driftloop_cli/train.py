@@ -69,7 +69,6 @@ def train(
 ) -> None:
     """Train one model now from the interaction store and register it as `challenger`."""
     from driftloop_common.runtime.settings import load_settings
-    from driftloop_trainer.service import trainer_config
     from driftloop_trainer.settings import TrainerSettings
     from driftloop_trainer.training import Trainer
 
@@ -97,7 +96,7 @@ def train(
             status.update(f"training {key}: {step}")
 
         try:
-            result = Trainer(trainer_config(settings)).train(request, progress)
+            result = Trainer(settings).train(request, progress)
         except DriftloopError as exc:
             err.print(f"[bold red]error:[/] {exc}", highlight=False)
             raise typer.Exit(1) from exc

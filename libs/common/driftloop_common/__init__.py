@@ -9,30 +9,7 @@ Importing this package, or `contracts`, loads no web or Kafka library: a produce
 builds events pays for pydantic alone. Services depend on this package, never on each other.
 """
 
-from driftloop_common.contracts import (
-    EVENT_TYPES,
-    SCHEMA_VERSION,
-    ConfigError,
-    DriftloopError,
-    Event,
-    InvalidEventError,
-    ModelKey,
-    ModelType,
-    PermanentError,
-    RetryableError,
-    decode_event,
-)
+from driftloop_common import contracts
+from driftloop_common.contracts import *  # noqa: F403 (the contracts' public names, re-exported)
 
-__all__ = [
-    "EVENT_TYPES",
-    "SCHEMA_VERSION",
-    "ConfigError",
-    "DriftloopError",
-    "Event",
-    "InvalidEventError",
-    "ModelKey",
-    "ModelType",
-    "PermanentError",
-    "RetryableError",
-    "decode_event",
-]
+__all__ = list(contracts.__all__)

@@ -14,15 +14,14 @@ import logging
 import shutil
 import socket
 import subprocess
-import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from driftloop_common.contracts.errors import ConfigError, RetryableError
+from driftloop_common.contracts.errors import ConfigError
 from driftloop_common.runtime.kafka import cluster_answers
 from driftloop_common.runtime.settings import KafkaSettings, cache_root, state_root
-from driftloop_local.processes import free_port, pid_alive, port_is_free, terminate
+from driftloop_local.processes import LocalServer, free_port, pid_alive
 
 log = logging.getLogger(__name__)
 
@@ -157,12 +156,14 @@ class BrokerStatus:
         return f"stopped; data {self.data_dir}"
 
 
-class LocalKafka:
+class LocalKafka(LocalServer):
     """One broker instance, identified by its data folder.
 
     Layout of `data_dir`: `server.properties`, `log4j2.properties`, `kafka.pid`,
     `kafka.port`, `logs/` (the commit log) and `broker.log` (what the JVM printed).
     """
+
+    label, stem, log_name = "Kafka", "kafka", "broker.log"
 
     def __init__(
         self,
@@ -173,43 +174,19 @@ class LocalKafka:
         heap: str = "768m",
         log_level: str = "WARN",
     ) -> None:
-        self.data_dir = (data_dir or state_root() / "kafka").resolve()
+        super().__init__((data_dir or state_root() / "kafka").resolve(), port=port)
         self.version = version
         self.heap = heap
         self.log_level = log_level
-        self._requested_port = port
 
-    # ------------------------------------------------------------ paths and state
-    @property
-    def pid_file(self) -> Path:
-        return self.data_dir / "kafka.pid"
-
-    @property
-    def port_file(self) -> Path:
-        return self.data_dir / "kafka.port"
-
-    @property
-    def log_file(self) -> Path:
-        return self.data_dir / "broker.log"
-
-    @property
-    def port(self) -> int | None:
-        try:
-            return int(self.port_file.read_text())
-        except (OSError, ValueError):
-            return None
-
+    # ------------------------------------------------------------ state
     @property
     def bootstrap(self) -> str | None:
         port = self.port
         return f"127.0.0.1:{port}" if port else None
 
-    def pid(self) -> int | None:
-        try:
-            pid = int(self.pid_file.read_text())
-        except (OSError, ValueError):
-            return None
-        return pid if pid_alive(pid) and _is_our_broker(pid, self.data_dir) else None
+    def _owns(self, pid: int) -> bool:
+        return _is_our_broker(pid, self.data_dir)
 
     def status(self) -> BrokerStatus:
         pid = self.pid()
@@ -217,12 +194,6 @@ class LocalKafka:
         return BrokerStatus(
             running, pid, self.bootstrap if running else None, self.data_dir, self.log_file
         )
-
-    def log_tail(self, lines: int = 40) -> str:
-        try:
-            return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no broker log)"
 
     # ------------------------------------------------------------ lifecycle
     def start(self, *, timeout_s: float = 90.0) -> str:
@@ -261,42 +232,12 @@ class LocalKafka:
             "kafka.Kafka",
             str(config),
         ]
-        with self.log_file.open("ab") as out:
-            proc = subprocess.Popen(
-                cmd,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                cwd=self.data_dir,
-                start_new_session=True,  # a Ctrl-C in the terminal does not kill the broker
-            )
-        self.pid_file.write_text(str(proc.pid))
-        self.port_file.write_text(str(port))
         bootstrap = f"127.0.0.1:{port}"
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise RetryableError(
-                    f"Kafka exited with code {proc.returncode} during start-up; "
-                    f"log {self.log_file}:\n{self.log_tail()}"
-                )
-            if broker_answers(bootstrap, timeout_s=5.0):
-                log.info("Kafka %s up (pid %s) on %s", self.version, proc.pid, bootstrap)
-                return bootstrap
-            time.sleep(0.5)
-        self.stop()
-        raise RetryableError(
-            f"Kafka did not answer on {bootstrap} within {timeout_s:.0f} s; "
-            f"log {self.log_file}:\n{self.log_tail()}"
+        pid = self._spawn_and_wait(
+            cmd, port, lambda: broker_answers(bootstrap, timeout_s=5.0), timeout_s=timeout_s
         )
-
-    def stop(self, *, timeout_s: float = 30.0) -> bool:
-        """SIGTERM the broker (a clean, controlled shutdown), SIGKILL after `timeout_s`."""
-        pid = self.pid()
-        if pid is not None:
-            terminate(pid, "Kafka", timeout_s=timeout_s)
-        self.pid_file.unlink(missing_ok=True)
-        return pid is not None
+        log.info("Kafka %s up (pid %s) on %s", self.version, pid, bootstrap)
+        return bootstrap
 
     def wipe(self) -> None:
         """Stop the broker and delete its data folder (topics, offsets, logs).
@@ -311,16 +252,6 @@ class LocalKafka:
         shutil.rmtree(self.data_dir, ignore_errors=True)
 
     # ------------------------------------------------------------ internals
-    def _choose_port(self) -> int:
-        if self._requested_port:
-            if not port_is_free(self._requested_port):
-                raise ConfigError(f"port {self._requested_port} on 127.0.0.1 is already in use")
-            return self._requested_port
-        previous = self.port  # keep the address stable across restarts when possible
-        if previous and port_is_free(previous):
-            return previous
-        return free_port()
-
     def _write_config(self, port: int, controller_port: int) -> Path:
         (self.data_dir / "log4j2.properties").write_text(_LOG4J2.format(level=self.log_level))
         config = self.data_dir / "server.properties"

@@ -6,20 +6,14 @@ from collections.abc import Sequence
 
 from driftloop_auditor.handlers import handle
 from driftloop_auditor.settings import AuditorSettings
-from driftloop_common.contracts.events import EVENT_TYPES, Event, decode_event
+from driftloop_common.contracts.events import LIFECYCLE_EVENT_CLASSES, Event, decode_event
 from driftloop_common.runtime.loop import Record
 from driftloop_common.runtime.metrics import LoopMetrics
 from driftloop_common.runtime.service import ServiceBase
 
-ACCEPTED = tuple(
-    cls
-    for name, cls in EVENT_TYPES.items()
-    if name not in {"interaction.raw", "interaction.embedded", "prediction", "audit"}
-)
-
 
 def decode(record: Record) -> Event:
-    return decode_event(record.value or b"", expected=ACCEPTED)
+    return decode_event(record.value or b"", expected=LIFECYCLE_EVENT_CLASSES)
 
 
 class Auditor(ServiceBase[Event]):

@@ -1,29 +1,9 @@
 from __future__ import annotations
 
-from driftloop_common.contracts.topics import (
-    DRIFT_DETECTED,
-    MODEL_EVALUATED,
-    MODEL_PROMOTED,
-    MODEL_ROLLED_BACK,
-    MODEL_TRAINED,
-    PROMOTION_FAILED,
-    ROLLBACK_REQUESTED,
-    TRAINING_FAILED,
-    TRAINING_REQUESTED,
-)
+from driftloop_common.contracts.events import LIFECYCLE_EVENT_CLASSES
 from driftloop_common.runtime.settings import ServiceSettings
 
-LIFECYCLE_TOPICS = (
-    DRIFT_DETECTED,
-    TRAINING_REQUESTED,
-    TRAINING_FAILED,
-    MODEL_TRAINED,
-    MODEL_EVALUATED,
-    MODEL_PROMOTED,
-    PROMOTION_FAILED,
-    ROLLBACK_REQUESTED,
-    MODEL_ROLLED_BACK,
-)
+LIFECYCLE_TOPICS = tuple(cls.topic for cls in LIFECYCLE_EVENT_CLASSES)
 
 
 class AuditorSettings(ServiceSettings):

@@ -43,7 +43,6 @@ import uuid
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 
-from prometheus_client import Counter, Gauge, Histogram
 from pydantic import ValidationError
 
 from driftloop_collector.assembler import (
@@ -84,31 +83,19 @@ DLQ_TEXT_CHARS = 4096
 
 class CollectorMetrics:
     def __init__(self, metrics: LoopMetrics) -> None:
-        r = metrics.registry
-        self.conversations = Counter(
-            "collector_conversations_total",
-            "Conversations emitted, by how they completed.",
-            ["completion"],
-            registry=r,
+        self.conversations = metrics.counter(
+            "conversations_total", "Conversations emitted, by how they completed.", ["completion"]
         )
-        self.dropped = Counter(
-            "collector_conversations_dropped_total",
-            "Conversations dropped, by reason.",
-            ["reason"],
-            registry=r,
+        self.dropped = metrics.counter(
+            "conversations_dropped_total", "Conversations dropped, by reason.", ["reason"]
         )
-        self.truncated = Counter(
-            "collector_texts_truncated_total",
-            "Conversations whose text was cut to the text cap.",
-            registry=r,
+        self.truncated = metrics.counter(
+            "texts_truncated_total", "Conversations whose text was cut to the text cap."
         )
-        self.open = Gauge(
-            "collector_open_conversations", "Conversations waiting for more pieces.", registry=r
-        )
-        self.embed_seconds = Histogram(
-            "collector_embedding_seconds",
+        self.open = metrics.gauge("open_conversations", "Conversations waiting for more pieces.")
+        self.embed_seconds = metrics.histogram(
+            "embedding_seconds",
             "Time to embed one flush's batch.",
-            registry=r,
             buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
         )
 

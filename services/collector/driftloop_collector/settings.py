@@ -4,7 +4,7 @@ from pydantic import Field
 
 from driftloop_collector.genesys import DEFAULT_MAX_TEXT_BYTES
 from driftloop_common.contracts.events import ModelType
-from driftloop_common.ml.encoder import DEFAULT_BATCH_SIZE
+from driftloop_common.ml.encoder import DEFAULT_BATCH_SIZE, Precision
 from driftloop_common.runtime.settings import ServiceSettings, default_store_url
 
 
@@ -19,7 +19,7 @@ class CollectorSettings(ServiceSettings):
     languages: frozenset[str] = frozenset({"en-us", "es-es"})
     model_types: tuple[ModelType, ...] = (ModelType.INTENT,)  # keys published per interaction
     store_url: str = Field(default_factory=default_store_url)
-    encoder_precision: str = Field(default="fp32", pattern="^(fp32|int8)$")
+    encoder_precision: Precision = "fp32"
     encoder_batch_size: int = Field(default=DEFAULT_BATCH_SIZE, gt=0)
     encoder_threads: int | None = Field(default=None, gt=0)
     # conversations embedded per flush at most: bounds the time the loop does not poll

@@ -37,6 +37,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
 
 from driftloop_common.contracts.errors import DriftloopError, RetryableError
 from driftloop_common.contracts.events import (
@@ -51,7 +52,12 @@ from driftloop_common.contracts.events import (
     TrainingRequestedEvent,
 )
 from driftloop_common.ml.drift.baseline import DriftBaseline, build_baseline
-from driftloop_common.ml.drift.detect import DetectorConfig, DriftDetector, DriftReport
+from driftloop_common.ml.drift.detect import (
+    DEFAULT_DETECTORS,
+    DetectorConfig,
+    DriftDetector,
+    DriftReport,
+)
 from driftloop_common.ml.drift.window import SlidingWindow
 
 log = logging.getLogger(__name__)
@@ -72,22 +78,57 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-@dataclass(frozen=True)
-class MonitorConfig:
-    window: timedelta = timedelta(hours=24)
-    check_every_rows: int = 500
-    cooldown: timedelta = timedelta(hours=6)
-    new_intent_min_examples: int = 50
-    bootstrap_rows: int = 5000
-    bins: int = 10
-    pca_variance: float = 0.95
-    max_components: int = 128
+class MonitorConfig(BaseModel):
+    """How the monitor windows, checks and bootstraps. The drift-monitor's settings carry it
+    (one `DRIFTLOOP_…` variable per field: `DRIFTLOOP_WINDOW_HOURS`, `DRIFTLOOP_ALPHA`, …)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    window_hours: float = Field(default=24.0, gt=0)
+    check_every_rows: int = Field(default=500, gt=0)
+    cooldown_hours: float = Field(default=6.0, ge=0)
+    new_intent_min_examples: int = Field(default=50, gt=0)
+    bootstrap_rows: int = Field(default=5000, gt=0)
+    # The detector: false alarms per check (for the whole check), which statistics decide,
+    # and the rows a window needs (labelled ones for label drift).
+    alpha: float = Field(default=0.01, gt=0, lt=1)
+    detectors: tuple[str, ...] = DEFAULT_DETECTORS
+    min_rows: int = Field(default=500, gt=0)
+    min_labelled: int = Field(default=200, gt=0)
+    # The projection of a bootstrapped baseline.
+    bins: int = Field(default=10, ge=2)
+    pca_variance: float = Field(default=0.95, gt=0, le=1)
+    max_components: int = Field(default=128, gt=0)
     raw_dimensions: bool = False
-    detector: DetectorConfig = field(default_factory=DetectorConfig)
-    max_ahead: timedelta = timedelta(days=1)  # rows stamped later than clock + this: skipped
-    dedup_max_ids: int = 1_000_000  # event ids remembered per key (the oldest hours go first)
-    baseline_retry_initial: timedelta = timedelta(seconds=1)
-    baseline_retry_max: timedelta = timedelta(minutes=1)
+    # Rows stamped more than this ahead of the clock are skipped (counted), never windowed.
+    max_ahead_hours: float = Field(default=24.0, gt=0)
+    # Event ids remembered per key to count a re-emitted interaction once (they leave with
+    # the window; past this many the oldest hours go first). About 130 bytes each.
+    dedup_max_ids: int = Field(default=1_000_000, gt=0)
+    # A failed baseline load (MLflow down) is retried after 1 s, doubling up to the cap.
+    baseline_retry_initial_s: float = Field(default=1.0, gt=0)
+    baseline_retry_max_s: float = Field(default=60.0, gt=0)
+
+    @property
+    def window(self) -> timedelta:
+        return timedelta(hours=self.window_hours)
+
+    @property
+    def cooldown(self) -> timedelta:
+        return timedelta(hours=self.cooldown_hours)
+
+    @property
+    def max_ahead(self) -> timedelta:
+        return timedelta(hours=self.max_ahead_hours)
+
+    @property
+    def detector(self) -> DetectorConfig:
+        return DetectorConfig(
+            alpha=self.alpha,
+            detectors=self.detectors,
+            min_rows=self.min_rows,
+            min_labelled=self.min_labelled,
+        )
 
     def build_baseline(
         self, x: np.ndarray, labels: list[str | None] | None, encoder: EncoderInfo, source: str
@@ -106,8 +147,9 @@ class MonitorConfig:
 
     def retry_delay(self, failures: int) -> timedelta:
         """The wait before the next baseline load after `failures` failed ones in a row."""
+        initial = timedelta(seconds=self.baseline_retry_initial_s)
         return min(
-            self.baseline_retry_initial * 2 ** min(failures - 1, 30), self.baseline_retry_max
+            initial * 2 ** min(failures - 1, 30), timedelta(seconds=self.baseline_retry_max_s)
         )
 
 

@@ -12,7 +12,7 @@ succeeded for them, so the loop's retry of a failed flush sees the same rows (de
 of keys already observed are kept and published with the next successful flush).
 While a key's baseline cannot be loaded (MLflow down), its rows stay buffered, at most
 `baseline_pending_max_rows` of them; the other keys go on, `/readyz` answers 503
-(`drift_baselines_available`) and `driftloop_drift_baseline_state{state="unavailable"}`
+(`drift_baselines_available`) and `driftloop_drift_monitor_baseline_state{state="unavailable"}`
 is 1 for the key. Past that bound the flush raises `RetryableError`: the loop retries,
 then the process exits, and the restart rebuilds the windows from Kafka by time — the
 rows are not lost, only re-read.
@@ -28,7 +28,6 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from prometheus_client import Counter, Gauge
 from threadpoolctl import threadpool_limits
 
 from driftloop_common.contracts import topics
@@ -43,7 +42,6 @@ from driftloop_common.contracts.events import (
     TrainingRequestedEvent,
     decode_event,
 )
-from driftloop_common.ml.drift.detect import DetectorConfig
 from driftloop_common.ml.encoder import MODEL_ID
 from driftloop_common.runtime.app import ReadyCheck
 from driftloop_common.runtime.kafka import TopicPartition, read_since
@@ -63,7 +61,6 @@ from driftloop_drift_monitor.monitor import (
     BaselineSource,
     BaselineUnavailable,
     DriftMonitor,
-    MonitorConfig,
 )
 from driftloop_drift_monitor.settings import DriftMonitorSettings
 
@@ -72,79 +69,41 @@ ACCEPTED = (InteractionEmbeddedEvent, ModelPromotedEvent, ModelRolledBackEvent)
 TOPICS = (topics.INTERACTIONS_EMBEDDED, topics.MODEL_PROMOTED, topics.MODEL_ROLLED_BACK)
 
 
-def monitor_config(settings: DriftMonitorSettings) -> MonitorConfig:
-    return MonitorConfig(
-        window=timedelta(hours=settings.window_hours),
-        check_every_rows=settings.check_every_rows,
-        cooldown=timedelta(hours=settings.cooldown_hours),
-        new_intent_min_examples=settings.new_intent_min_examples,
-        bootstrap_rows=settings.bootstrap_rows,
-        bins=settings.bins,
-        pca_variance=settings.pca_variance,
-        max_components=settings.max_components,
-        raw_dimensions=settings.raw_dimensions,
-        max_ahead=timedelta(hours=settings.max_ahead_hours),
-        dedup_max_ids=settings.dedup_max_ids,
-        baseline_retry_initial=timedelta(seconds=settings.baseline_retry_initial_s),
-        baseline_retry_max=timedelta(seconds=settings.baseline_retry_max_s),
-        detector=DetectorConfig(
-            alpha=settings.alpha,
-            detectors=settings.detectors,
-            min_rows=settings.min_rows,
-            min_labelled=settings.min_labelled,
-        ),
-    )
-
-
 class DriftMetrics:
     def __init__(self, metrics: LoopMetrics) -> None:
-        r = metrics.registry
-        self.statistic = Gauge(
-            "driftloop_drift_statistic",
+        self.statistic = metrics.gauge(
+            "statistic",
             "Latest drift statistic per model key (psi_mean, psi_max, label_psi, …).",
             ["model_key", "statistic"],
-            registry=r,
         )
-        self.null_quantile = Gauge(
-            "driftloop_drift_null_quantile",
+        self.null_quantile = metrics.gauge(
+            "null_quantile",
             "The null distribution's quantile each statistic is compared against.",
             ["model_key", "statistic"],
-            registry=r,
         )
-        self.window_rows = Gauge(
-            "driftloop_drift_window_rows", "Rows in the drift window.", ["model_key"], registry=r
-        )
-        self.decisions = Counter(
-            "driftloop_drift_checks_total",
-            "Drift checks by result (drift, stable).",
-            ["model_key", "result"],
-            registry=r,
+        self.window_rows = metrics.gauge("window_rows", "Rows in the drift window.", ["model_key"])
+        self.decisions = metrics.counter(
+            "checks_total", "Drift checks by result (drift, stable).", ["model_key", "result"]
         )
 
-        self.baseline_state = Gauge(
-            "driftloop_drift_baseline_state",
+        self.baseline_state = metrics.gauge(
+            "baseline_state",
             "1 for the state of each key's baseline (loaded, bootstrapping, unavailable).",
             ["model_key", "state"],
-            registry=r,
         )
-        self.baseline_failures = Counter(
-            "driftloop_drift_baseline_load_failures_total",
+        self.baseline_failures = metrics.counter(
+            "baseline_load_failures_total",
             "Failed baseline loads (MLflow or store errors) per model key.",
             ["model_key"],
-            registry=r,
         )
-        self.pending_rows = Gauge(
-            "driftloop_drift_pending_rows",
-            "Rows buffered for a key whose baseline is unavailable.",
-            ["model_key"],
-            registry=r,
+        self.pending_rows = metrics.gauge(
+            "pending_rows", "Rows buffered for a key whose baseline is unavailable.", ["model_key"]
         )
-        self.skipped = Counter(
-            "driftloop_drift_skipped_rows_total",
+        self.skipped = metrics.counter(
+            "skipped_rows_total",
             "Rows left out of a window, by reason (encoder, dimension, nonfinite, time, "
             "duplicate).",
             ["model_key", "reason"],
-            registry=r,
         )
         self._counted: dict[object, int] = {}  # what the monitor's counters were last time
         self._labels: set[str] = set()  # keys shown so far
@@ -203,7 +162,7 @@ class DriftMonitorService(ServiceBase[Event]):
             sources.append(
                 StoreBaselineSource(
                     settings.store_url,
-                    monitor_config(settings),
+                    settings,
                     encoder,
                     min_rows=settings.bootstrap_rows,  # a thin baseline calibrates badly
                 )
@@ -212,7 +171,7 @@ class DriftMonitorService(ServiceBase[Event]):
 
     def __init__(self, settings: DriftMonitorSettings, source: BaselineSource) -> None:
         self.settings = settings
-        self.monitor = DriftMonitor(monitor_config(settings), source)
+        self.monitor = DriftMonitor(settings, source)
         self.metrics = LoopMetrics(settings.service_name)
         self.drift_metrics = DriftMetrics(self.metrics)
         # Rows not yet observed, per key: released only once `observe_key` succeeded.

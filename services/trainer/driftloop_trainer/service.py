@@ -13,9 +13,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Sequence
-from datetime import timedelta
-
-from prometheus_client import Counter, Histogram
 
 from driftloop_common.contracts import topics
 from driftloop_common.contracts.events import (
@@ -24,7 +21,6 @@ from driftloop_common.contracts.events import (
     TrainingRequestedEvent,
     decode_event,
 )
-from driftloop_common.ml.modeling.splits import SplitConfig
 from driftloop_common.runtime.loop import Record
 from driftloop_common.runtime.metrics import LoopMetrics
 from driftloop_common.runtime.service import ServiceBase
@@ -37,19 +33,16 @@ log = logging.getLogger(__name__)
 class TrainerMetrics:
     def __init__(self, metrics: LoopMetrics) -> None:
         self.loop = metrics
-        r = metrics.registry
-        self.trainings = Counter(
-            "driftloop_trainer_trainings",
+        self.trainings = metrics.counter(
+            "trainings_total",
             "Trainings by model key and outcome (trained, failed, already_done, coalesced).",
             ["model_key", "outcome"],
-            registry=r,
         )
-        self.seconds = Histogram(
-            "driftloop_trainer_training_seconds",
+        self.seconds = metrics.histogram(
+            "training_seconds",
             "Wall time of one training, data loading to registration.",
             ["model_key"],
             buckets=(5, 15, 30, 60, 120, 300, 600, 1800, 3600),
-            registry=r,
         )
 
 
@@ -59,7 +52,7 @@ class TrainerService(ServiceBase[TrainingRequestedEvent]):
     @classmethod
     def from_settings(cls, settings: TrainerSettings) -> TrainerService:
         metrics = TrainerMetrics(LoopMetrics(settings.service_name))
-        return cls(Trainer(trainer_config(settings)), metrics)
+        return cls(Trainer(settings), metrics)
 
     def __init__(self, trainer: Trainer, metrics: TrainerMetrics) -> None:
         self.trainer = trainer
@@ -93,30 +86,6 @@ class TrainerService(ServiceBase[TrainingRequestedEvent]):
         outcome = "failed" if isinstance(result, TrainingFailedEvent) else "trained"
         self.counts.trainings.labels(key, outcome).inc()
         return [result]
-
-
-def trainer_config(settings: TrainerSettings) -> TrainerConfig:
-    return TrainerConfig(
-        tracking_uri=settings.mlflow.tracking_uri,
-        registry_uri=settings.mlflow.registry_uri,
-        store_url=settings.store_url,
-        splits=SplitConfig(
-            train_days=settings.train_days,
-            validation_days=settings.validation_days,
-            test_days=settings.test_days,
-        ),
-        min_rows={
-            "train": settings.min_train_rows,
-            "validation": settings.min_validation_rows,
-            "test": settings.min_test_rows,
-        },
-        encoder_precision=settings.encoder_precision,
-        refit_on_validation=settings.refit_on_validation,
-        fine_tune=settings.fine_tune,
-        fine_tune_epochs=settings.fine_tune_epochs,
-        seed=settings.seed,
-        max_as_of_ahead=timedelta(hours=settings.max_as_of_ahead_hours),
-    )
 
 
 def decoder(config: TrainerConfig) -> Callable[[Record], TrainingRequestedEvent]:

@@ -23,13 +23,13 @@ import logging
 import shutil
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import mlflow
 from mlflow import MlflowClient
+from pydantic import Field
 
 from driftloop_common.contracts.errors import CannotTrainError, RetryableError
 from driftloop_common.contracts.events import (
@@ -40,10 +40,12 @@ from driftloop_common.contracts.events import (
     TrainingFailedEvent,
     TrainingRequestedEvent,
 )
+from driftloop_common.families import Family, FamilyOptions, family_for
+from driftloop_common.families.base import FittedModel
 from driftloop_common.ml.modeling.splits import EPOCH, InvalidAsOf, SplitConfig, Window
+from driftloop_common.runtime.settings import MlflowSettings, default_store_url
 from driftloop_common.storage import registry
 from driftloop_common.storage.registry import Tag, VersionFacts
-from driftloop_trainer.families import Family, FittedModel, family_for
 
 log = logging.getLogger(__name__)
 SERVICE = "trainer"
@@ -51,22 +53,30 @@ SERVICE = "trainer"
 Progress = Callable[[str], None]
 
 
-@dataclass(frozen=True)
-class TrainerConfig:
-    tracking_uri: str
-    store_url: str
-    splits: SplitConfig = field(default_factory=SplitConfig)
-    min_rows: dict[str, int] = field(
-        default_factory=lambda: {"train": 200, "validation": 50, "test": 50}
-    )
-    encoder_precision: str = "fp32"
-    refit_on_validation: bool = True
-    fine_tune: str = "false"  # true / false / auto (with a CUDA device)
-    fine_tune_epochs: int = 3
+class TrainerConfig(FamilyOptions, SplitConfig):
+    """What a training reads besides the request: the trainer's settings carry it (one
+    `DRIFTLOOP_…` variable per field), tests and `driftloop train` build it directly."""
+
+    mlflow: MlflowSettings = Field(default_factory=MlflowSettings)
+    store_url: str = Field(default_factory=default_store_url)  # interactions and feature tables
+    min_train_rows: int = Field(default=200, gt=0)
+    min_validation_rows: int = Field(default=50, gt=0)
+    min_test_rows: int = Field(default=50, gt=0)
     seed: int = 0
-    registry_uri: str | None = None
-    # How far after now a request's time may lie (clock skew); later is refused.
-    max_as_of_ahead: timedelta = timedelta(days=1)
+    # A request whose as_of (or occurred_at) lies further ahead of now is dead-lettered.
+    max_as_of_ahead_hours: float = Field(default=24.0, ge=0)
+
+    @property
+    def min_rows(self) -> dict[str, int]:
+        return {
+            "train": self.min_train_rows,
+            "validation": self.min_validation_rows,
+            "test": self.min_test_rows,
+        }
+
+    @property
+    def max_as_of_ahead(self) -> timedelta:
+        return timedelta(hours=self.max_as_of_ahead_hours)
 
 
 def request_time(
@@ -86,14 +96,16 @@ def request_time(
     if request.occurred_at < EPOCH:
         raise InvalidAsOf(f"occurred_at {request.occurred_at.isoformat()} is before {EPOCH}")
     as_of = request.payload.as_of or request.occurred_at
-    config.splits.windows(as_of)  # raises InvalidAsOf
+    config.windows(as_of)  # raises InvalidAsOf
     return as_of
 
 
 class Trainer:
     def __init__(self, config: TrainerConfig) -> None:
         self.config = config
-        self.client: MlflowClient = registry.client(config.tracking_uri, config.registry_uri)
+        self.client: MlflowClient = registry.client(
+            config.mlflow.tracking_uri, config.mlflow.registry_uri
+        )
 
     # ------------------------------------------------------------------ public
 
@@ -105,8 +117,8 @@ class Trainer:
             say(f"request {request.event_id} already produced version {done.payload.version}")
             return done
         as_of = self.as_of(request)
-        windows = self.config.splits.windows(as_of)
-        family = family_for(request.model_key, self.config)
+        windows = self.config.windows(as_of)
+        family = family_for(request.model_key.model_type, self.config.store_url, self.config)
         try:
             say(f"reading {family.name} data for {request.model_key} as of {as_of:%Y-%m-%d %H:%M}")
             data = family.load(request.model_key, windows)
@@ -132,7 +144,9 @@ class Trainer:
         """When the newest *completed* training of this model key started (coalescing
         reads it). A run that failed midway covers no request."""
         name = request.model_key.registered_model
-        with registry.translated(f"reading the runs of {name}", uri=self.config.tracking_uri):
+        with registry.translated(
+            f"reading the runs of {name}", uri=self.config.mlflow.tracking_uri
+        ):
             experiment = self.client.get_experiment_by_name(name)
             if experiment is None:
                 return None
@@ -156,7 +170,8 @@ class Trainer:
         `challenger` alias: it is set here again."""
         name = request.model_key.registered_model
         with registry.translated(
-            f"reading the version of request {request.event_id}", uri=self.config.tracking_uri
+            f"reading the version of request {request.event_id}",
+            uri=self.config.mlflow.tracking_uri,
         ):
             version = self._first_version(request)
             if version is None:
@@ -200,7 +215,9 @@ class Trainer:
         started: datetime,
     ) -> Event:
         name = request.model_key.registered_model
-        with registry.translated(f"preparing the run of {name}", uri=self.config.tracking_uri):
+        with registry.translated(
+            f"preparing the run of {name}", uri=self.config.mlflow.tracking_uri
+        ):
             experiment_id = registry.ensure_experiment(self.client, name)
             previous = registry.latest_version(self.client, name)
         facts = VersionFacts(family=family.name, encoder=family.encoder_id, labels=fitted.labels)
@@ -225,14 +242,14 @@ class Trainer:
             "requested_by": request.payload.requested_by,
             **{f"head.{k}": v for k, v in fitted.params.items()},
         }
-        mlflow.set_tracking_uri(self.config.tracking_uri)
-        if self.config.registry_uri:
-            mlflow.set_registry_uri(self.config.registry_uri)
+        mlflow.set_tracking_uri(self.config.mlflow.tracking_uri)
+        if self.config.mlflow.registry_uri:
+            mlflow.set_registry_uri(self.config.mlflow.registry_uri)
         run_name = f"{request.payload.reason.value}-{as_of:%Y%m%dT%H%M}"
         earlier = None  # a version of this request another member registered meanwhile
         try:
             with registry.translated(
-                f"recording the training of {name}", uri=self.config.tracking_uri
+                f"recording the training of {name}", uri=self.config.mlflow.tracking_uri
             ):
                 # The run starts when the training started (before reading data): coalescing
                 # compares request times with it.
@@ -252,7 +269,7 @@ class Trainer:
                     family.write_artifacts(fitted, folder)
                     (folder / "labels.json").write_text(json.dumps(sorted(fitted.labels), indent=1))
                     (folder / "report.md").write_text(
-                        family.report(request, semver, windows, fitted, params)
+                        report_header(request, semver, windows) + family.report(fitted)
                     )
                     mlflow.log_artifacts(str(folder))
                     info = mlflow.pyfunc.log_model(
@@ -306,7 +323,7 @@ class Trainer:
             registry.CHALLENGER,
         )
         with registry.translated(
-            f"reading {name} v{version.version}", uri=self.config.tracking_uri
+            f"reading {name} v{version.version}", uri=self.config.mlflow.tracking_uri
         ):
             version = self.client.get_model_version(name, version.version)
         return self._trained_event(request, version, fitted.metrics)
@@ -315,3 +332,19 @@ class Trainer:
 def _param(value: Any) -> str:
     text = value if isinstance(value, str) else json.dumps(value, default=str)
     return text[:6000]  # MLflow's limit on a param value
+
+
+def report_header(request: TrainingRequestedEvent, semver: str, windows: dict[str, Window]) -> str:
+    """The run's facts, above the family's report: what was asked, by whom, on which days."""
+    payload = request.payload
+    lines = [
+        f"# {request.model_key.registered_model} {semver}",
+        "",
+        f"- requested: {payload.reason.value} by {payload.requested_by}"
+        + (f" ({payload.note})" if payload.note else ""),
+        f"- request event: `{request.event_id}`, correlation `{request.correlation_id}`",
+        *(f"- {split} window: {window}" for split, window in windows.items()),
+        "",
+        "",
+    ]
+    return "\n".join(lines)

@@ -17,7 +17,7 @@ import enum
 import re
 import uuid
 from datetime import UTC, datetime
-from typing import Annotated, Any, ClassVar, Literal, TypeVar
+from typing import Annotated, Any, ClassVar, Literal, TypeVar, Union
 
 from pydantic import (
     AwareDatetime,
@@ -379,9 +379,7 @@ class AuditEvent(Event):
     payload: Audit
 
 
-EVENT_CLASSES: tuple[type[Event], ...] = (
-    InteractionRawEvent,
-    InteractionEmbeddedEvent,
+LIFECYCLE_EVENT_CLASSES: tuple[type[Event], ...] = (
     DriftDetectedEvent,
     TrainingRequestedEvent,
     TrainingFailedEvent,
@@ -391,29 +389,26 @@ EVENT_CLASSES: tuple[type[Event], ...] = (
     PromotionFailedEvent,
     RollbackRequestedEvent,
     ModelRolledBackEvent,
+)
+"""A model's life, drift to rollback: what the auditor records. Not the interaction and
+prediction streams, nor the audit records themselves."""
+
+EVENT_CLASSES: tuple[type[Event], ...] = (
+    InteractionRawEvent,
+    InteractionEmbeddedEvent,
+    *LIFECYCLE_EVENT_CLASSES,
     PredictionEvent,
     AuditEvent,
 )
+"""Every event type, each with its topic: the one list the topic lists derive from."""
+
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.model_fields["event_type"].default: cls for cls in EVENT_CLASSES
 }
 
-AnyEvent = Annotated[
-    InteractionRawEvent
-    | InteractionEmbeddedEvent
-    | DriftDetectedEvent
-    | TrainingRequestedEvent
-    | TrainingFailedEvent
-    | ModelTrainedEvent
-    | ModelEvaluatedEvent
-    | ModelPromotedEvent
-    | PromotionFailedEvent
-    | RollbackRequestedEvent
-    | ModelRolledBackEvent
-    | PredictionEvent
-    | AuditEvent,
-    Field(discriminator="event_type"),
-]
+# `Union[tuple]` because a union built from a tuple has no `X | Y` spelling.
+AnyEvent: Any = Annotated[Union[EVENT_CLASSES], Field(discriminator="event_type")]  # noqa: UP007
+"""Any event, told apart by `event_type`: the discriminated union of `EVENT_CLASSES`."""
 _ANY_EVENT: TypeAdapter[Event] = TypeAdapter(AnyEvent)
 
 

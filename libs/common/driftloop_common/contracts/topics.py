@@ -37,6 +37,8 @@ ALL_TOPICS: Final[tuple[str, ...]] = (
     PREDICTIONS,
     AUDIT,
 )
+"""Every topic: the `topic` of each class in `events.EVENT_CLASSES`, which import these
+names, so this list is spelled out and tests/unit/test_events.py holds the two equal."""
 
 TOPIC_CONFIGS: Final[dict[str, dict[str, str]]] = {
     # Records stamped with the broker's append time, which only grows along a partition:

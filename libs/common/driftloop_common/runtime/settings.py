@@ -10,7 +10,7 @@ import enum
 import os
 import ssl
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -146,7 +146,7 @@ class ServiceSettings(BaseSettings):
     track_in_flight: bool = False
     # Long handlers keep /healthz beating this often while they work (None: not needed).
     busy_heartbeat_s: float | None = Field(default=None, gt=0)
-    auto_offset_reset: str = Field(default="earliest", pattern="^(earliest|latest)$")
+    auto_offset_reset: Literal["earliest", "latest"] = "earliest"
     # Static group membership (Kafka's group.instance.id), e.g. the pod name: a restart
     # within the session timeout keeps the partitions without a rebalance.
     group_instance_id: str | None = Field(default=None, min_length=1, max_length=249)

@@ -15,6 +15,9 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Self
+
+from pydantic import BaseModel, ConfigDict, model_validator
 
 from driftloop_common.contracts.errors import PermanentError
 
@@ -37,15 +40,18 @@ class Window:
         return f"[{self.start.isoformat()}, {self.end.isoformat()})"
 
 
-@dataclass(frozen=True)
-class SplitConfig:
-    """Each split as (days before T it starts, days before T it ends)."""
+class SplitConfig(BaseModel):
+    """Each split as (days before T it starts, days before T it ends); the trainer's
+    settings carry them (`DRIFTLOOP_TRAIN_DAYS=[90,30]`, …)."""
+
+    model_config = ConfigDict(frozen=True)
 
     train_days: tuple[float, float] = (90.0, 30.0)
     validation_days: tuple[float, float] = (30.0, 7.0)
     test_days: tuple[float, float] = (7.0, 1.0)
 
-    def __post_init__(self) -> None:
+    @model_validator(mode="after")
+    def _ordered(self) -> Self:
         spans = [self.train_days, self.validation_days, self.test_days]
         for name, (begin, end) in zip(SPLITS, spans, strict=True):
             if not begin > end >= 0:
@@ -60,6 +66,7 @@ class SplitConfig:
                     f"{later} split starts {begin} days before T, before {name} ends "
                     f"({end} days before T): the splits would overlap"
                 )
+        return self
 
     def windows(self, as_of: datetime) -> dict[str, Window]:
         """The three windows for a request at `as_of` (timezone-aware)."""

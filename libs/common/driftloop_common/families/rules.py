@@ -17,17 +17,30 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from driftloop_common.ml.modeling.metrics import ClassificationScores
 
 
-@dataclass(frozen=True)
-class Rules:
-    f1_delta: float = 0.03
-    f1_floor: float = 0.6
-    max_class_drop: float = 0.10
-    min_agreement: float | None = None
-    rmse_improvement: float = 0.02
+class Rules(BaseModel):
+    """The thresholds (the evaluator's settings carry them: `DRIFTLOOP_F1_DELTA`, …)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    f1_delta: float = Field(default=0.03, ge=0)  # challenger macro-F1 ≥ champion + delta
+    f1_floor: float = Field(default=0.6, ge=0, le=1)
+    max_class_drop: float = Field(default=0.10, ge=0, le=1)
+    min_agreement: float | None = Field(default=None, ge=0, le=1)  # shadow gate, off by default
+    rmse_improvement: float = Field(default=0.02, ge=0, lt=1)  # tabular: relative
     r2_floor: float = 0.0
+
+
+class EvaluationOptions(Rules):
+    """What a family's `evaluate` reads besides the thresholds."""
+
+    shadow_hours: float = Field(default=24.0, gt=0)  # recent unlabelled traffic scored
+    shadow_max_rows: int = Field(default=2000, gt=0)
+    min_test_rows: int = Field(default=20, gt=0)  # fewer labelled test rows: a failed verdict
 
 
 @dataclass
