@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import uuid
 
 import pytest
+import typer
 from typer.testing import CliRunner
 
-from driftloop_cli import kafka_io
+from driftloop_cli import kafka_io, local
+from driftloop_cli.generate import Generation
 from driftloop_cli.main import app
+from driftloop_common.contracts.events import TrainingFailed, TrainingFailedEvent
+from driftloop_synthetic import OutputFormat
 
 runner = CliRunner()
 
@@ -94,3 +100,52 @@ def test_help_is_available_everywhere(command: list[str]) -> None:
     result = runner.invoke(app, [*command, "--help"] if command[-1:] != ["--help"] else command)
     assert result.exit_code == 0
     assert "Usage" in result.output
+
+
+def test_the_lap_watcher_line_is_stamped_with_the_event_time() -> None:
+    event = TrainingFailedEvent(
+        producer="trainer",
+        model_key="intent/en-us",
+        occurred_at="2026-11-24T20:05:00+00:00",
+        payload=TrainingFailed(request_event_id=uuid.uuid4(), reason="no labels"),
+    )
+    line = local.describe(event.to_bytes())
+    assert line.startswith("[2026-11-24 20:05] intent/en-us")
+    assert "no labels" in line
+
+
+@pytest.mark.parametrize("raw", [b"", b"not json", b'{"event_type": "from.the.future"}'])
+def test_the_lap_watcher_skips_what_it_cannot_read(raw: bytes) -> None:
+    assert local.describe(raw) == "(an event this version cannot read)"
+
+
+@pytest.mark.parametrize("command", ["generate", "replay"])
+def test_generate_and_replay_take_every_generation_option_with_its_default(command: str) -> None:
+    click_command = typer.main.get_command(app).get_command(None, command)
+    params = {p.name: p for p in click_command.params}
+    for field in dataclasses.fields(Generation):
+        assert params[field.name].default == field.default, field.name
+    assert "gen" not in params
+
+
+def test_generate_passes_its_options_to_the_generator_as_one_generation(monkeypatch) -> None:
+    seen: list[Generation] = []
+
+    def stop(gen: Generation) -> None:
+        seen.append(gen)
+        raise typer.Exit(0)
+
+    monkeypatch.setattr(Generation, "config", stop)
+    args = ["generate", "-", "--per-day", "5", "--launch-at", "3", "-f", "genesys-bare"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert seen == [Generation(per_day=5.0, launch_at=3.0, fmt=OutputFormat.GENESYS_BARE)]
+
+
+def test_an_empty_user_asks_as_cli(sent, monkeypatch) -> None:
+    monkeypatch.setenv("USER", "")
+    result = runner.invoke(app, ["publish", "rollback", "-m", "intent", "-l", "en-us"])
+    assert result.exit_code == 0, result.output
+    (event,) = sent
+    assert event.payload.requested_by == "cli"
+    assert event.payload.reason == "requested by hand" and event.payload.to_version is None

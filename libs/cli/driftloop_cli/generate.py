@@ -3,18 +3,26 @@
 `generate` writes JSON lines (one Kafka message value per line); `replay` publishes such
 a file, or a freshly generated stream, to `interactions.raw` keyed by conversation id.
 Drift knobs take days counted from the start of the stream.
+
+Both commands take the same generation and drift options: the fields of `Generation`,
+added to each command by `with_generation_options`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import functools
+import inspect
 import json
 import sys
+import typing
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import IO, Annotated
+from typing import IO, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -46,172 +54,230 @@ from driftloop_synthetic import generate as generate_interactions
 
 err = Console(stderr=True)
 
-_GEN = "Generation"
-_DRIFT = "Drift (days from the start)"
+GenerationOption = functools.partial(typer.Option, rich_help_panel="Generation")
+"""`typer.Option` in the `--help` panel of generation options (generate, replay, generate-leads)."""
+DriftOption = functools.partial(typer.Option, rich_help_panel="Drift (days from the start)")
+"""`typer.Option` in the `--help` panel of drift options, whose values are days."""
+DAY_FORMATS = ["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S"]
+"""What a date option (`--start`, `--end`) accepts."""
+
 _KNOWN_INTENTS = ", ".join((*INTENTS, *EMERGING_INTENTS))
 
-FormatOpt = Annotated[
-    OutputFormat,
-    typer.Option(
-        "--format",
-        "-f",
-        help="normalized: one interaction.raw event per interaction; genesys-eventbridge: "
-        "Genesys notifications (transcription, customer.end, wrapup) in EventBridge "
-        "envelopes; genesys-bare: the same without the envelope.",
-        rich_help_panel=_GEN,
-    ),
-]
-CountOpt = Annotated[
-    int | None,
-    typer.Option(
-        "--count",
-        "-n",
-        min=0,
-        help="Interactions to generate [default: 10000].",
-        show_default=False,
-        rich_help_panel=_GEN,
-    ),
-]
-PerDayOpt = Annotated[
-    float | None,
-    typer.Option(
-        "--per-day",
-        min=0.0,
-        help="Interactions per day instead of --count.",
-        rich_help_panel=_GEN,
-    ),
-]
-DaysOpt = Annotated[
-    float, typer.Option("--days", min=1.0, help="Days the stream spans.", rich_help_panel=_GEN)
-]
-StartOpt = Annotated[
-    datetime | None,
-    typer.Option(
-        "--start",
-        formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S"],
-        help="First day (UTC). Default: --days before today 00:00 UTC, so the stream ends "
-        "now; give a date to make the output reproducible.",
-        show_default=False,
-        rich_help_panel=_GEN,
-    ),
-]
-SeedOpt = Annotated[
-    int, typer.Option("--seed", help="Same seed and options, same stream.", rich_help_panel=_GEN)
-]
-SpanishShareOpt = Annotated[
-    float,
-    typer.Option(
-        "--spanish-share",
-        min=0.0,
-        max=1.0,
-        help="Share of es-es interactions.",
-        rich_help_panel=_GEN,
-    ),
-]
-OffTopicOpt = Annotated[
-    float,
-    typer.Option(
-        "--off-topic-share",
-        min=0.0,
-        max=1.0,
-        help="Share of out-of-scope utterances (label out_of_scope).",
-        rich_help_panel=_GEN,
-    ),
-]
-TypoOpt = Annotated[
-    float,
-    typer.Option(
-        "--typo-rate",
-        min=0.0,
-        max=1.0,
-        help="Chance of a typo in a chat or message.",
-        rich_help_panel=_GEN,
-    ),
-]
-ShuffleOpt = Annotated[
-    int,
-    typer.Option(
-        "--shuffle-window",
-        min=0,
-        help="Let messages arrive out of order (a conversation's pieces too), each at most "
-        "this many places from its place in time. 0 keeps time order.",
-        rich_help_panel=_GEN,
-    ),
-]
-ShiftAtOpt = Annotated[
-    float | None,
-    typer.Option("--shift-at", help="Day the intent mix changes.", rich_help_panel=_DRIFT),
-]
-IntentMixOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--intent-mix",
-        help="New weights from --shift-at, e.g. billing=0.3,refund=0.2 (merged into the "
-        "default mix, whose weights sum to 1; 0 removes an intent). Intents: "
-        f"{_KNOWN_INTENTS}.",
-        rich_help_panel=_DRIFT,
-    ),
-]
-LaunchProductOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--launch-product",
-        help="Launch a product: its name (new vocabulary).",
-        rich_help_panel=_DRIFT,
-    ),
-]
-LaunchAtOpt = Annotated[
-    float, typer.Option("--launch-at", help="Day of the launch.", rich_help_panel=_DRIFT)
-]
-LaunchShareOpt = Annotated[
-    float,
-    typer.Option(
-        "--launch-share",
-        min=0.0,
-        max=1.0,
-        help="Share of (in-scope) utterances that mention the product after the launch.",
-        rich_help_panel=_DRIFT,
-    ),
-]
-NewIntentAtOpt = Annotated[
-    float | None,
-    typer.Option(
-        "--new-intent-at",
-        help="Day a new intent (absent before) appears.",
-        rich_help_panel=_DRIFT,
-    ),
-]
-NewIntentOpt = Annotated[
-    str,
-    typer.Option(
-        "--new-intent", help=f"Which one: {', '.join(EMERGING_INTENTS)}.", rich_help_panel=_DRIFT
-    ),
-]
-NewIntentWeightOpt = Annotated[
-    float,
-    typer.Option(
-        "--new-intent-weight",
-        min=0.0,
-        help="Its weight (the default mix sums to 1, so ~ its share).",
-        rich_help_panel=_DRIFT,
-    ),
-]
-LanguageShiftAtOpt = Annotated[
-    float | None,
-    typer.Option(
-        "--language-shift-at", help="Day the language mix changes.", rich_help_panel=_DRIFT
-    ),
-]
-SpanishShareAfterOpt = Annotated[
-    float,
-    typer.Option(
-        "--spanish-share-after",
-        min=0.0,
-        max=1.0,
-        help="Share of es-es interactions from --language-shift-at.",
-        rich_help_panel=_DRIFT,
-    ),
-]
+
+@dataclass(frozen=True)
+class Generation:
+    """The generation and drift options of `generate` and `replay`, each field one option."""
+
+    fmt: Annotated[
+        OutputFormat,
+        GenerationOption(
+            "--format",
+            "-f",
+            help="normalized: one interaction.raw event per interaction; genesys-eventbridge: "
+            "Genesys notifications (transcription, customer.end, wrapup) in EventBridge "
+            "envelopes; genesys-bare: the same without the envelope.",
+        ),
+    ] = OutputFormat.NORMALIZED
+    count: Annotated[
+        int | None,
+        GenerationOption(
+            "--count",
+            "-n",
+            min=0,
+            help="Interactions to generate [default: 10000].",
+            show_default=False,
+        ),
+    ] = None
+    per_day: Annotated[
+        float | None,
+        GenerationOption("--per-day", min=0.0, help="Interactions per day instead of --count."),
+    ] = None
+    days: Annotated[float, GenerationOption("--days", min=1.0, help="Days the stream spans.")] = (
+        150.0
+    )
+    start: Annotated[
+        datetime | None,
+        GenerationOption(
+            "--start",
+            formats=DAY_FORMATS,
+            help="First day (UTC). Default: --days before today 00:00 UTC, so the stream ends "
+            "now; give a date to make the output reproducible.",
+            show_default=False,
+        ),
+    ] = None
+    seed: Annotated[int, GenerationOption("--seed", help="Same seed and options, same stream.")] = 0
+    spanish_share: Annotated[
+        float,
+        GenerationOption("--spanish-share", min=0.0, max=1.0, help="Share of es-es interactions."),
+    ] = 0.3
+    off_topic_share: Annotated[
+        float,
+        GenerationOption(
+            "--off-topic-share",
+            min=0.0,
+            max=1.0,
+            help="Share of out-of-scope utterances (label out_of_scope).",
+        ),
+    ] = 0.02
+    typo_rate: Annotated[
+        float,
+        GenerationOption(
+            "--typo-rate", min=0.0, max=1.0, help="Chance of a typo in a chat or message."
+        ),
+    ] = 0.1
+    shuffle_window: Annotated[
+        int,
+        GenerationOption(
+            "--shuffle-window",
+            min=0,
+            help="Let messages arrive out of order (a conversation's pieces too), each at most "
+            "this many places from its place in time. 0 keeps time order.",
+        ),
+    ] = 0
+    shift_at: Annotated[
+        float | None, DriftOption("--shift-at", help="Day the intent mix changes.")
+    ] = None
+    intent_mix: Annotated[
+        str | None,
+        DriftOption(
+            "--intent-mix",
+            help="New weights from --shift-at, e.g. billing=0.3,refund=0.2 (merged into the "
+            "default mix, whose weights sum to 1; 0 removes an intent). Intents: "
+            f"{_KNOWN_INTENTS}.",
+        ),
+    ] = None
+    launch_product: Annotated[
+        str | None,
+        DriftOption("--launch-product", help="Launch a product: its name (new vocabulary)."),
+    ] = None
+    launch_at: Annotated[float, DriftOption("--launch-at", help="Day of the launch.")] = 0.0
+    launch_share: Annotated[
+        float,
+        DriftOption(
+            "--launch-share",
+            min=0.0,
+            max=1.0,
+            help="Share of (in-scope) utterances that mention the product after the launch.",
+        ),
+    ] = 0.3
+    new_intent_at: Annotated[
+        float | None,
+        DriftOption("--new-intent-at", help="Day a new intent (absent before) appears."),
+    ] = None
+    new_intent: Annotated[
+        str, DriftOption("--new-intent", help=f"Which one: {', '.join(EMERGING_INTENTS)}.")
+    ] = EMERGING_INTENTS[0]
+    new_intent_weight: Annotated[
+        float,
+        DriftOption(
+            "--new-intent-weight",
+            min=0.0,
+            help="Its weight (the default mix sums to 1, so ~ its share).",
+        ),
+    ] = 0.08
+    language_shift_at: Annotated[
+        float | None,
+        DriftOption("--language-shift-at", help="Day the language mix changes."),
+    ] = None
+    spanish_share_after: Annotated[
+        float,
+        DriftOption(
+            "--spanish-share-after",
+            min=0.0,
+            max=1.0,
+            help="Share of es-es interactions from --language-shift-at.",
+        ),
+    ] = 0.6
+
+    def config(self) -> GeneratorConfig:
+        """The generator config these options describe; a bad combination exits 2."""
+        if self.count is not None and self.per_day is not None:
+            raise fail("give --count or --per-day, not both", 2)
+        if (self.shift_at is None) != (self.intent_mix is None):
+            raise fail("--shift-at and --intent-mix go together", 2)
+        if self.new_intent not in EMERGING_INTENTS and self.new_intent_at is not None:
+            raise fail(f"--new-intent must be one of {', '.join(EMERGING_INTENTS)}", 2)
+        if self.start is None:
+            today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+            first = today - timedelta(days=self.days)
+        else:
+            first = self.start.replace(tzinfo=self.start.tzinfo or UTC)
+
+        def day(offset: float) -> datetime:
+            return first + timedelta(days=offset)
+
+        drift: list[DriftSpec] = []
+        try:
+            if self.shift_at is not None and self.intent_mix is not None:
+                weights = parse_pairs(self.intent_mix, "--intent-mix", "intent=weight")
+                drift.append(DriftSpec(at=day(self.shift_at), intent_weights=weights))
+            if self.launch_product is not None:
+                drift.append(
+                    DriftSpec(
+                        at=day(self.launch_at),
+                        product=self.launch_product,
+                        product_share=self.launch_share,
+                    )
+                )
+            if self.new_intent_at is not None:
+                weights = {self.new_intent: self.new_intent_weight}
+                drift.append(DriftSpec(at=day(self.new_intent_at), intent_weights=weights))
+            if self.language_shift_at is not None:
+                share = self.spanish_share_after
+                drift.append(DriftSpec(at=day(self.language_shift_at), spanish_share=share))
+            return GeneratorConfig(
+                seed=self.seed,
+                count=self._count(),
+                start=first,
+                end=day(self.days),
+                spanish_share=self.spanish_share,
+                off_topic_share=self.off_topic_share,
+                typo_rate=self.typo_rate,
+                drift=tuple(drift),
+            )
+        except ValueError as exc:
+            raise fail(str(exc), 2) from exc
+
+    def records(self, interactions: Iterable[Interaction]) -> Iterator[tuple[bytes, bytes]]:
+        """The (key, value) Kafka messages of `interactions` in this format and order."""
+        return kafka_records(
+            interactions, self.fmt, shuffle_window=self.shuffle_window, seed=self.seed
+        )
+
+    def _count(self) -> int:
+        if self.per_day is not None:
+            return round(self.per_day * self.days)
+        return 10_000 if self.count is None else self.count
+
+
+def with_generation_options(command: Callable[..., None]) -> Callable[..., None]:
+    """`command` with the fields of `Generation` as options in place of its `gen` parameter.
+
+    Typer reads a command's options from its signature: this one is the command's own
+    parameters followed by the fields, whose values come back to it as one `Generation`.
+    """
+    hints = typing.get_type_hints(Generation, include_extras=True)
+    shared = [
+        inspect.Parameter(
+            field.name,
+            inspect.Parameter.KEYWORD_ONLY,
+            default=field.default,
+            annotation=hints[field.name],
+        )
+        for field in dataclasses.fields(Generation)
+    ]
+    fields = [p.name for p in shared]
+    own = inspect.signature(command, eval_str=True).parameters.values()
+
+    @functools.wraps(command)
+    def with_options(**options: Any) -> None:
+        gen = Generation(**{name: options.pop(name) for name in fields})
+        command(**options, gen=gen)
+
+    with_options.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+        [*(p for p in own if p.name != "gen"), *shared]
+    )
+    return with_options
 
 
 def register(app: typer.Typer) -> None:
@@ -220,30 +286,13 @@ def register(app: typer.Typer) -> None:
     app.command("replay")(replay)
 
 
+@with_generation_options
 def generate(
     output: Annotated[
         Path, typer.Argument(help="JSON-lines file to write; - for stdout.", show_default=False)
     ],
-    fmt: FormatOpt = OutputFormat.NORMALIZED,
-    count: CountOpt = None,
-    per_day: PerDayOpt = None,
-    days: DaysOpt = 150.0,
-    start: StartOpt = None,
-    seed: SeedOpt = 0,
-    spanish_share: SpanishShareOpt = 0.3,
-    off_topic_share: OffTopicOpt = 0.02,
-    typo_rate: TypoOpt = 0.1,
-    shuffle_window: ShuffleOpt = 0,
-    shift_at: ShiftAtOpt = None,
-    intent_mix: IntentMixOpt = None,
-    launch_product: LaunchProductOpt = None,
-    launch_at: LaunchAtOpt = 0.0,
-    launch_share: LaunchShareOpt = 0.3,
-    new_intent_at: NewIntentAtOpt = None,
-    new_intent: NewIntentOpt = EMERGING_INTENTS[0],
-    new_intent_weight: NewIntentWeightOpt = 0.08,
-    language_shift_at: LanguageShiftAtOpt = None,
-    spanish_share_after: SpanishShareAfterOpt = 0.6,
+    *,
+    gen: Generation,
 ) -> None:
     """Write synthetic interactions with scheduled drift, one Kafka message per JSON line.
 
@@ -252,44 +301,26 @@ def generate(
     driftloop generate demo.jsonl -f genesys-eventbridge --per-day 200 --start 2026-06-01
     --launch-product "Zephyr One" --launch-at 90 --new-intent-at 120
     """
-    config = _config(
-        count=count,
-        per_day=per_day,
-        days=days,
-        start=start,
-        seed=seed,
-        spanish_share=spanish_share,
-        off_topic_share=off_topic_share,
-        typo_rate=typo_rate,
-        shift_at=shift_at,
-        intent_mix=intent_mix,
-        launch_product=launch_product,
-        launch_at=launch_at,
-        launch_share=launch_share,
-        new_intent_at=new_intent_at,
-        new_intent=new_intent,
-        new_intent_weight=new_intent_weight,
-        language_shift_at=language_shift_at,
-        spanish_share_after=spanish_share_after,
-    )
+    config = gen.config()
     _describe(config)
     written = 0
     sink: contextlib.AbstractContextManager[IO[bytes]] = (
         contextlib.nullcontext(sys.stdout.buffer) if str(output) == "-" else output.open("wb")
     )
-    with _progress() as progress, sink as out:
-        task = progress.add_task("generating", total=config.count)
-        interactions = _advancing(generate_interactions(config), lambda: progress.advance(task))
-        for _, value in kafka_records(interactions, fmt, shuffle_window=shuffle_window, seed=seed):
+    with progress() as bar, sink as out:
+        task = bar.add_task("generating", total=config.count)
+        interactions = _advancing(generate_interactions(config), lambda: bar.advance(task))
+        for _, value in gen.records(interactions):
             out.write(value + b"\n")
             written += 1
     err.print(
-        f"wrote {written} {fmt.value} message(s) for {config.count} interaction(s) "
+        f"wrote {written} {gen.fmt.value} message(s) for {config.count} interaction(s) "
         f"({config.start:%Y-%m-%d} → {config.end:%Y-%m-%d}) to {output}",
         highlight=False,
     )
 
 
+@with_generation_options
 def replay(
     source: Annotated[
         Path | None,
@@ -313,26 +344,8 @@ def replay(
         topics.INTERACTIONS_RAW
     ),
     bootstrap: kafka_io.BootstrapOpt = None,
-    fmt: FormatOpt = OutputFormat.NORMALIZED,
-    count: CountOpt = None,
-    per_day: PerDayOpt = None,
-    days: DaysOpt = 150.0,
-    start: StartOpt = None,
-    seed: SeedOpt = 0,
-    spanish_share: SpanishShareOpt = 0.3,
-    off_topic_share: OffTopicOpt = 0.02,
-    typo_rate: TypoOpt = 0.1,
-    shuffle_window: ShuffleOpt = 0,
-    shift_at: ShiftAtOpt = None,
-    intent_mix: IntentMixOpt = None,
-    launch_product: LaunchProductOpt = None,
-    launch_at: LaunchAtOpt = 0.0,
-    launch_share: LaunchShareOpt = 0.3,
-    new_intent_at: NewIntentAtOpt = None,
-    new_intent: NewIntentOpt = EMERGING_INTENTS[0],
-    new_intent_weight: NewIntentWeightOpt = 0.08,
-    language_shift_at: LanguageShiftAtOpt = None,
-    spanish_share_after: SpanishShareAfterOpt = 0.6,
+    *,
+    gen: Generation,
 ) -> None:
     """Publish interactions to Kafka (`interactions.raw`), keyed by conversation id.
 
@@ -344,142 +357,57 @@ def replay(
     if source is not None:
         records, total = _read_records(source)
     else:
-        config = _config(
-            count=count,
-            per_day=per_day,
-            days=days,
-            start=start,
-            seed=seed,
-            spanish_share=spanish_share,
-            off_topic_share=off_topic_share,
-            typo_rate=typo_rate,
-            shift_at=shift_at,
-            intent_mix=intent_mix,
-            launch_product=launch_product,
-            launch_at=launch_at,
-            launch_share=launch_share,
-            new_intent_at=new_intent_at,
-            new_intent=new_intent,
-            new_intent_weight=new_intent_weight,
-            language_shift_at=language_shift_at,
-            spanish_share_after=spanish_share_after,
-        )
+        config = gen.config()
         _describe(config)
-        records = kafka_records(
-            generate_interactions(config), fmt, shuffle_window=shuffle_window, seed=seed
-        )
-        total = config.count if fmt is OutputFormat.NORMALIZED else None
+        records = gen.records(generate_interactions(config))
+        total = config.count if gen.fmt is OutputFormat.NORMALIZED else None
     server = kafka_io.resolve_bootstrap(bootstrap)
-    with _progress() as progress:
-        task = progress.add_task(f"publishing to {topic}", total=total)
+    with progress() as bar:
+        task = bar.add_task(f"publishing to {topic}", total=total)
         try:
             sent = publish_records(
                 records,
                 kafka_io.kafka_settings(server),
                 topic,
                 rate,
-                on_acked=lambda: progress.advance(task),
+                on_acked=lambda: bar.advance(task),
             )
         except (DriftloopError, ValueError) as exc:
-            raise _fail(str(exc)) from exc
+            raise fail(str(exc)) from exc
     err.print(f"published {sent} message(s) to {topic} on {server}", highlight=False)
 
 
 # ------------------------------------------------------------------ helpers
 
 
-def _config(
-    *,
-    count: int | None,
-    per_day: float | None,
-    days: float,
-    start: datetime | None,
-    seed: int,
-    spanish_share: float,
-    off_topic_share: float,
-    typo_rate: float,
-    shift_at: float | None,
-    intent_mix: str | None,
-    launch_product: str | None,
-    launch_at: float,
-    launch_share: float,
-    new_intent_at: float | None,
-    new_intent: str,
-    new_intent_weight: float,
-    language_shift_at: float | None,
-    spanish_share_after: float,
-) -> GeneratorConfig:
-    """The generator config from the command line's options; a bad combination exits 2."""
-    if count is not None and per_day is not None:
-        raise _fail("give --count or --per-day, not both", 2)
-    if (shift_at is None) != (intent_mix is None):
-        raise _fail("--shift-at and --intent-mix go together", 2)
-    if new_intent not in EMERGING_INTENTS and new_intent_at is not None:
-        raise _fail(f"--new-intent must be one of {', '.join(EMERGING_INTENTS)}", 2)
-    if start is None:
-        today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-        first = today - timedelta(days=days)
-    else:
-        first = start.replace(tzinfo=start.tzinfo or UTC)
-
-    def day(offset: float) -> datetime:
-        return first + timedelta(days=offset)
-
-    drift: list[DriftSpec] = []
-    try:
-        if shift_at is not None and intent_mix is not None:
-            drift.append(DriftSpec(at=day(shift_at), intent_weights=_parse_mix(intent_mix)))
-        if launch_product is not None:
-            drift.append(
-                DriftSpec(at=day(launch_at), product=launch_product, product_share=launch_share)
-            )
-        if new_intent_at is not None:
-            drift.append(
-                DriftSpec(at=day(new_intent_at), intent_weights={new_intent: new_intent_weight})
-            )
-        if language_shift_at is not None:
-            drift.append(DriftSpec(at=day(language_shift_at), spanish_share=spanish_share_after))
-        return GeneratorConfig(
-            seed=seed,
-            count=_count(count, per_day, days),
-            start=first,
-            end=day(days),
-            spanish_share=spanish_share,
-            off_topic_share=off_topic_share,
-            typo_rate=typo_rate,
-            drift=tuple(drift),
-        )
-    except ValueError as exc:
-        raise _fail(str(exc), 2) from exc
-
-
-def _count(count: int | None, per_day: float | None, days: float) -> int:
-    if per_day is not None:
-        return round(per_day * days)
-    return 10_000 if count is None else count
-
-
-def _parse_mix(text: str) -> dict[str, float]:
-    weights: dict[str, float] = {}
+def parse_pairs(text: str, option: str, form: str = "name=number") -> dict[str, float]:
+    """`a=0.3,b=1` as {"a": 0.3, "b": 1.0}; a ValueError names `option` and the bad item."""
+    values: dict[str, float] = {}
     for item in filter(None, (part.strip() for part in text.split(","))):
         name, _, value = item.partition("=")
         try:
-            weights[name.strip()] = float(value)
+            values[name.strip()] = float(value)
         except ValueError:
-            raise ValueError(f"--intent-mix: expected intent=weight, got {item!r}") from None
-    return weights
+            raise ValueError(f"{option}: expected {form}, got {item!r}") from None
+    return values
+
+
+def describe_drift(specs: Iterable[Any], start: datetime, fields: Iterable[str]) -> None:
+    """Say on stderr when each drift starts and what it sets (`fields` of the spec that are
+    given), so a demo's audience knows what to look for."""
+    for spec in specs:
+        changes = [
+            f"{name}={value}" for name in fields if (value := getattr(spec, name)) is not None
+        ]
+        day = (spec.at - start) / timedelta(days=1)
+        err.print(
+            f"drift on day {day:g} ({spec.at:%Y-%m-%d}): {', '.join(changes)}", highlight=False
+        )
 
 
 def _describe(config: GeneratorConfig) -> None:
-    """Say on stderr when each drift starts, so a demo's audience knows what to look for."""
-    for spec in config.drift:
-        changes = [
-            f"{name}={value}"
-            for name in ("intent_weights", "product", "product_share", "spanish_share")
-            if (value := getattr(spec, name)) is not None
-        ]
-        day = (spec.at - config.start) / timedelta(days=1)
-        err.print(f"drift on day {day:g} ({spec.at:%Y-%m-%d}): {', '.join(changes)}")
+    fields = ("intent_weights", "product", "product_share", "spanish_share")
+    describe_drift(config.drift, config.start, fields)
 
 
 def _read_records(source: Path) -> tuple[Iterator[tuple[bytes, bytes]], int | None]:
@@ -490,7 +418,7 @@ def _read_records(source: Path) -> tuple[Iterator[tuple[bytes, bytes]], int | No
         with source.open("rb") as f:
             total = sum(1 for line in f if line.strip())
     except OSError as exc:
-        raise _fail(f"cannot read {source}: {exc.strerror}", 2) from exc
+        raise fail(f"cannot read {source}: {exc.strerror}", 2) from exc
 
     def lines() -> Iterator[bytes]:
         with source.open("rb") as f:
@@ -555,7 +483,8 @@ def _advancing(items: Iterable[Interaction], step: Callable[[], None]) -> Iterat
         step()
 
 
-def _progress() -> Progress:
+def progress() -> Progress:
+    """The progress bar (on stderr) the commands show while they generate or publish."""
     return Progress(
         SpinnerColumn(),
         TextColumn("{task.description}"),
@@ -566,6 +495,7 @@ def _progress() -> Progress:
     )
 
 
-def _fail(message: str, code: int = 1) -> typer.Exit:
+def fail(message: str, code: int = 1) -> typer.Exit:
+    """Print `message` as an error and return the exit to raise: `raise fail(...) from exc`."""
     err.print(f"[bold red]error:[/] {message}", highlight=False)
     return typer.Exit(code)

@@ -14,16 +14,21 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from driftloop_cli.generate import _progress
+from driftloop_cli.generate import (
+    DAY_FORMATS,
+    DriftOption,
+    GenerationOption,
+    describe_drift,
+    fail,
+    parse_pairs,
+    progress,
+)
 from driftloop_common.contracts.errors import DriftloopError
 from driftloop_common.runtime.settings import default_store_url
 from driftloop_common.storage.features import FeatureTableStore
 from driftloop_synthetic import leads
 
 err = Console(stderr=True)
-
-_GEN = "Generation"
-_DRIFT = "Drift (days from the start)"
 
 
 def register(app: typer.Typer) -> None:
@@ -34,136 +39,105 @@ def register(app: typer.Typer) -> None:
 def generate_leads(
     store: Annotated[
         str | None,
-        typer.Option(
+        GenerationOption(
             "--store",
             help="Store URL (a folder or any fsspec URL); rows go to <store>/tables/leads. "
             "Default: the local run's store.",
             envvar="DRIFTLOOP_STORE_URL",
             show_default=False,
-            rich_help_panel=_GEN,
         ),
     ] = None,
-    count: Annotated[
-        int, typer.Option("--count", "-n", min=0, help="Leads to generate.", rich_help_panel=_GEN)
-    ] = 5_000,
-    days: Annotated[
-        float, typer.Option("--days", min=1.0, help="Days the table spans.", rich_help_panel=_GEN)
-    ] = 150.0,
+    count: Annotated[int, GenerationOption("--count", "-n", min=0, help="Leads to generate.")] = (
+        5_000
+    ),
+    days: Annotated[float, GenerationOption("--days", min=1.0, help="Days the table spans.")] = (
+        150.0
+    ),
     end: Annotated[
         datetime | None,
-        typer.Option(
+        GenerationOption(
             "--end",
-            formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S"],
+            formats=DAY_FORMATS,
             help="End of the table (UTC). Default: now; give a date for reproducible output.",
             show_default=False,
-            rich_help_panel=_GEN,
         ),
     ] = None,
-    seed: Annotated[
-        int, typer.Option("--seed", help="Same seed and options, same rows.", rich_help_panel=_GEN)
-    ] = 0,
+    seed: Annotated[int, GenerationOption("--seed", help="Same seed and options, same rows.")] = 0,
     language: Annotated[
         list[str] | None,
-        typer.Option(
+        GenerationOption(
             "--language",
             "-l",
             help="Language tag; repeat for several, shared evenly. Default: en-us 70 %, "
             "es-es 30 %.",
             show_default=False,
-            rich_help_panel=_GEN,
         ),
     ] = None,
     missing_rate: Annotated[
         float,
-        typer.Option(
+        GenerationOption(
             "--missing-rate",
             min=0.0,
             max=1.0,
             help="Chance that each of company_size, industry, time_on_site_s is missing.",
-            rich_help_panel=_GEN,
         ),
     ] = 0.06,
     campaign_shift_at: Annotated[
-        float | None,
-        typer.Option(
-            "--campaign-shift-at", help="Day the campaign mix changes.", rich_help_panel=_DRIFT
-        ),
+        float | None, DriftOption("--campaign-shift-at", help="Day the campaign mix changes.")
     ] = None,
     campaign_mix: Annotated[
         str | None,
-        typer.Option(
+        DriftOption(
             "--campaign-mix",
             help="New weights from --campaign-shift-at, e.g. social=0.4,referral=0.02 (merged "
             f"into the default mix, which sums to 1). Sources: {', '.join(leads.SOURCE_EFFECT)}.",
-            rich_help_panel=_DRIFT,
         ),
     ] = None,
     new_source_at: Annotated[
-        float | None,
-        typer.Option(
-            "--new-source-at", help="Day a new campaign source appears.", rich_help_panel=_DRIFT
-        ),
+        float | None, DriftOption("--new-source-at", help="Day a new campaign source appears.")
     ] = None,
     new_source: Annotated[
-        str,
-        typer.Option(
-            "--new-source",
-            help=f"Which one: {', '.join(leads.EMERGING_SOURCES)}.",
-            rich_help_panel=_DRIFT,
-        ),
+        str, DriftOption("--new-source", help=f"Which one: {', '.join(leads.EMERGING_SOURCES)}.")
     ] = leads.EMERGING_SOURCES[0],
     new_source_weight: Annotated[
-        float,
-        typer.Option(
-            "--new-source-weight", min=0.0, help="Its weight (~ its share).", rich_help_panel=_DRIFT
-        ),
+        float, DriftOption("--new-source-weight", min=0.0, help="Its weight (~ its share).")
     ] = 0.15,
     concept_drift_at: Annotated[
         float | None,
-        typer.Option(
-            "--concept-drift-at",
-            help="Day leads of some sources start converting differently.",
-            rich_help_panel=_DRIFT,
+        DriftOption(
+            "--concept-drift-at", help="Day leads of some sources start converting differently."
         ),
     ] = None,
     conversion_lift: Annotated[
         str,
-        typer.Option(
+        DriftOption(
             "--conversion-lift",
             help="Log-odds added from --concept-drift-at, per source, e.g. referral=1.5.",
-            rich_help_panel=_DRIFT,
         ),
     ] = "referral=1.5",
     industry_shift_at: Annotated[
-        float | None,
-        typer.Option(
-            "--industry-shift-at", help="Day the industry mix changes.", rich_help_panel=_DRIFT
-        ),
+        float | None, DriftOption("--industry-shift-at", help="Day the industry mix changes.")
     ] = None,
     industry_mix: Annotated[
         str,
-        typer.Option(
+        DriftOption(
             "--industry-mix",
             help="New weights from --industry-shift-at, merged into the default mix. "
             f"Industries: {', '.join(leads.INDUSTRIES)}.",
-            rich_help_panel=_DRIFT,
         ),
     ] = "retail=0.35,public_sector=0.2",
     engagement_shift_at: Annotated[
         float | None,
-        typer.Option(
-            "--engagement-shift-at",
-            help="Day the site's engagement changes (pages visited).",
-            rich_help_panel=_DRIFT,
+        DriftOption(
+            "--engagement-shift-at", help="Day the site's engagement changes (pages visited)."
         ),
     ] = None,
     engagement_scale: Annotated[
         float,
-        typer.Option(
+        DriftOption(
             "--engagement-scale",
             min=0.01,
             help="Factor on the expected pages visited from --engagement-shift-at.",
-            rich_help_panel=_DRIFT,
         ),
     ] = 0.5,
 ) -> None:
@@ -185,24 +159,24 @@ def generate_leads(
         drift: list[leads.LeadDriftSpec] = []
         if campaign_shift_at is not None:
             if campaign_mix is None:
-                raise _fail("--campaign-shift-at needs --campaign-mix", 2)
-            weights = _pairs(campaign_mix, "--campaign-mix")
+                raise fail("--campaign-shift-at needs --campaign-mix", 2)
+            weights = parse_pairs(campaign_mix, "--campaign-mix")
             drift.append(leads.LeadDriftSpec(at=day(campaign_shift_at), campaign_weights=weights))
         elif campaign_mix is not None:
-            raise _fail("--campaign-mix needs --campaign-shift-at", 2)
+            raise fail("--campaign-mix needs --campaign-shift-at", 2)
         if new_source_at is not None:
             if new_source not in leads.EMERGING_SOURCES:
-                raise _fail(f"--new-source must be one of {', '.join(leads.EMERGING_SOURCES)}", 2)
+                raise fail(f"--new-source must be one of {', '.join(leads.EMERGING_SOURCES)}", 2)
             drift.append(
                 leads.LeadDriftSpec(
                     at=day(new_source_at), campaign_weights={new_source: new_source_weight}
                 )
             )
         if concept_drift_at is not None:
-            lift = _pairs(conversion_lift, "--conversion-lift")
+            lift = parse_pairs(conversion_lift, "--conversion-lift")
             drift.append(leads.LeadDriftSpec(at=day(concept_drift_at), conversion_lift=lift))
         if industry_shift_at is not None:
-            weights = _pairs(industry_mix, "--industry-mix")
+            weights = parse_pairs(industry_mix, "--industry-mix")
             drift.append(leads.LeadDriftSpec(at=day(industry_shift_at), industry_weights=weights))
         if engagement_shift_at is not None:
             drift.append(
@@ -219,40 +193,26 @@ def generate_leads(
             drift=tuple(drift),
         )
     except ValueError as exc:
-        raise _fail(str(exc), 2) from exc
+        raise fail(str(exc), 2) from exc
 
-    for spec in config.drift:
-        changes = [
-            f"{name}={value}"
-            for name in (
-                "campaign_weights",
-                "industry_weights",
-                "conversion_lift",
-                "engagement_scale",
-            )
-            if (value := getattr(spec, name)) is not None
-        ]
-        err.print(
-            f"drift on day {(spec.at - first) / timedelta(days=1):g} "
-            f"({spec.at:%Y-%m-%d}): {', '.join(changes)}",
-            highlight=False,
-        )
+    fields = ("campaign_weights", "industry_weights", "conversion_lift", "engagement_scale")
+    describe_drift(config.drift, first, fields)
     try:
         table_store = FeatureTableStore(store, table="leads")
     except ValueError as exc:
-        raise _fail(str(exc), 2) from exc
-    with _progress() as progress:
-        task = progress.add_task("generating", total=None)
+        raise fail(str(exc), 2) from exc
+    with progress() as bar:
+        task = bar.add_task("generating", total=None)
         frame = leads.generate_leads(config)
         by_day = frame.groupby(frame["completed_at"].dt.floor("D"), sort=True)
-        progress.update(task, description=f"writing to {store}", total=by_day.ngroups)
+        bar.update(task, description=f"writing to {store}", total=by_day.ngroups)
         files = 0
         try:
             for _, rows in by_day:
                 files += len(table_store.append(rows))
-                progress.advance(task)
+                bar.advance(task)
         except DriftloopError as exc:
-            raise _fail(str(exc)) from exc
+            raise fail(str(exc)) from exc
     err.print(_summary(frame), highlight=False)
     err.print(
         f"wrote {len(frame)} lead(s) in {files} file(s) "
@@ -276,19 +236,3 @@ def _summary(frame: pd.DataFrame) -> Table:
             f"{gaps[rows.index].mean():.1%}",
         )
     return table
-
-
-def _pairs(text: str, option: str) -> dict[str, float]:
-    values: dict[str, float] = {}
-    for item in filter(None, (part.strip() for part in text.split(","))):
-        name, _, value = item.partition("=")
-        try:
-            values[name.strip()] = float(value)
-        except ValueError:
-            raise ValueError(f"{option}: expected name=number, got {item!r}") from None
-    return values
-
-
-def _fail(message: str, code: int = 1) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {message}", highlight=False)
-    return typer.Exit(code)

@@ -13,12 +13,14 @@ from rich.console import Console
 from driftloop_cli import generate as generate_commands
 from driftloop_cli import kafka_io
 from driftloop_cli import leads as lead_commands
+from driftloop_cli.generate import fail
 from driftloop_cli.train import train as train_command
 from driftloop_common.contracts.errors import DriftloopError
 from driftloop_common.contracts.events import (
     Event,
     ModelKey,
     ModelType,
+    Payload,
     RollbackRequested,
     RollbackRequestedEvent,
     TrainingReason,
@@ -56,6 +58,12 @@ ModelTypeOpt = Annotated[ModelType, typer.Option("--model-type", "-m", help="Mod
 LanguageOpt = Annotated[
     str, typer.Option("--language", "-l", help="Language as a BCP 47 tag, e.g. en-us, es-es.")
 ]
+RequestedByOpt = Annotated[
+    str,
+    typer.Option(
+        help="Who asks; defaults to $USER.", envvar="USER", callback=lambda who: who or "cli"
+    ),
+]
 
 
 @app.callback()
@@ -65,17 +73,12 @@ def _main(
     configure_logging("DEBUG" if verbose else "WARNING", json=False)
 
 
-def _fail(message: str, code: int = 1) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {message}", highlight=False)
-    return typer.Exit(code)
-
-
 def _send(event: Event, bootstrap: str | None) -> None:
     server = kafka_io.resolve_bootstrap(bootstrap)
     try:
         partition, offset = kafka_io.publish(kafka_io.kafka_settings(server), event)
     except DriftloopError as exc:
-        raise _fail(str(exc)) from exc
+        raise fail(str(exc)) from exc
     err.print(
         f"published {event.event_type} for {event.model_key} to {event.topic} "
         f"(partition {partition}, offset {offset})",
@@ -84,11 +87,19 @@ def _send(event: Event, bootstrap: str | None) -> None:
     out.print(str(event.event_id), highlight=False)  # stdout: just the id, for scripts
 
 
-def _model_key(model_type: ModelType, language: str) -> ModelKey:
+def _request(
+    event_type: type[Event],
+    model_type: ModelType,
+    language: str,
+    payload: Payload,
+    bootstrap: str | None,
+) -> None:
+    """Send a request about one model, made by hand (`producer` cli)."""
     try:
-        return ModelKey(model_type=model_type, language=language)
+        key = ModelKey(model_type=model_type, language=language)
     except ValueError as exc:
-        raise _fail(f"--language: {exc}", 2) from exc
+        raise fail(f"--language: {exc}", 2) from exc
+    _send(event_type(producer="cli", model_key=key, payload=payload), bootstrap)
 
 
 # ------------------------------------------------------------------ publish
@@ -99,20 +110,14 @@ def publish_retrain(
     reason: Annotated[
         str | None, typer.Option("--reason", "-r", help="Why (kept with the training run).")
     ] = None,
-    requested_by: Annotated[
-        str, typer.Option(help="Who asks; defaults to $USER.", envvar="USER")
-    ] = "cli",
+    requested_by: RequestedByOpt = "cli",
     bootstrap: Bootstrap = None,
 ) -> None:
     """Ask the trainer to retrain one model now (a `training.requested` event, reason manual)."""
-    event = TrainingRequestedEvent(
-        producer="cli",
-        model_key=_model_key(model_type, language),
-        payload=TrainingRequested(
-            reason=TrainingReason.MANUAL, requested_by=requested_by or "cli", note=reason
-        ),
+    payload = TrainingRequested(
+        reason=TrainingReason.MANUAL, requested_by=requested_by, note=reason
     )
-    _send(event, bootstrap)
+    _request(TrainingRequestedEvent, model_type, language, payload, bootstrap)
 
 
 @publish_app.command("rollback")
@@ -126,20 +131,12 @@ def publish_rollback(
         ),
     ] = None,
     reason: Annotated[str, typer.Option("--reason", "-r", help="Why.")] = "requested by hand",
-    requested_by: Annotated[
-        str, typer.Option(help="Who asks; defaults to $USER.", envvar="USER")
-    ] = "cli",
+    requested_by: RequestedByOpt = "cli",
     bootstrap: Bootstrap = None,
 ) -> None:
     """Ask the promoter to roll one model back (a `rollback.requested` event)."""
-    event = RollbackRequestedEvent(
-        producer="cli",
-        model_key=_model_key(model_type, language),
-        payload=RollbackRequested(
-            reason=reason, requested_by=requested_by or "cli", to_version=to_version
-        ),
-    )
-    _send(event, bootstrap)
+    payload = RollbackRequested(reason=reason, requested_by=requested_by, to_version=to_version)
+    _request(RollbackRequestedEvent, model_type, language, payload, bootstrap)
 
 
 @publish_app.command("event")
@@ -157,11 +154,11 @@ def publish_event(
     try:
         raw = sys.stdin.buffer.read() if str(file) == "-" else file.read_bytes()
     except OSError as exc:
-        raise _fail(f"cannot read {file}: {exc.strerror}", 2) from exc
+        raise fail(f"cannot read {file}: {exc.strerror}", 2) from exc
     try:
         event = decode_event(raw)
     except DriftloopError as exc:
-        raise _fail(f"invalid event in {file}: {exc}", 2) from exc
+        raise fail(f"invalid event in {file}: {exc}", 2) from exc
     _send(event, bootstrap)
 
 
@@ -193,7 +190,7 @@ def tail(
             on_message=lambda m: print(m.as_json(), flush=True),
         )
     except DriftloopError as exc:
-        raise _fail(str(exc)) from exc
+        raise fail(str(exc)) from exc
     except KeyboardInterrupt:
         pass
 
@@ -220,7 +217,7 @@ def topics_create(
             )
         )
     except DriftloopError as exc:
-        raise _fail(str(exc)) from exc
+        raise fail(str(exc)) from exc
     out.print(
         f"created {len(created)} topic(s) on {server}"
         + (f": {', '.join(created)}" if created else "")
@@ -247,7 +244,7 @@ def kafka_fetch() -> None:
         try:
             libs = fetch_jars()
         except DriftloopError as exc:
-            raise _fail(str(exc)) from exc
+            raise fail(str(exc)) from exc
     out.print(str(libs), highlight=False)
 
 
@@ -271,7 +268,7 @@ def kafka_start(
         try:
             bootstrap = broker.start(timeout_s=timeout)
         except DriftloopError as exc:
-            raise _fail(str(exc)) from exc
+            raise fail(str(exc)) from exc
     err.print(f"Kafka running on {bootstrap} (log: {broker.log_file})", highlight=False)
     out.print(bootstrap, highlight=False)
 
@@ -317,7 +314,7 @@ def service(
     from driftloop_cli.local import SERVICES
 
     if name not in SERVICES:
-        raise _fail(f"unknown service {name!r}; known: {', '.join(SERVICES)}", 2)
+        raise fail(f"unknown service {name!r}; known: {', '.join(SERVICES)}", 2)
     importlib.import_module(SERVICES[name]).main()
 
 
@@ -344,5 +341,5 @@ def up(
             port=port, data_dir=data_dir, exit_when_ready=exit_when_ready, console=err, demo=demo
         )
     except DriftloopError as exc:
-        raise _fail(str(exc)) from exc
+        raise fail(str(exc)) from exc
     raise typer.Exit(code)

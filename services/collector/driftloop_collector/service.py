@@ -339,10 +339,8 @@ class Collector(ServiceBase[Piece]):
                 for model_type in self.settings.model_types
             ]
         except ValidationError as exc:
-            raise PermanentError(
-                f"conversation {c.conversation_id!a}: {describe_validation_error(exc)}",
-                code="invalid_interaction",
-            ) from exc
+            why = f"conversation {c.conversation_id!a}: {describe_validation_error(exc)}"
+            raise PermanentError(why, code="invalid_interaction") from exc
         limit = self.settings.max_event_bytes
         for event in events:
             size = len(event.to_bytes()) + len(event.key) + RECORD_OVERHEAD_BYTES
