@@ -37,7 +37,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from driftloop_common.contracts.errors import DriftloopError, RetryableError
 from driftloop_common.contracts.events import (
@@ -57,6 +57,7 @@ from driftloop_common.ml.drift.detect import (
     DetectorConfig,
     DriftDetector,
     DriftReport,
+    require_known,
 )
 from driftloop_common.ml.drift.window import SlidingWindow
 
@@ -82,7 +83,7 @@ class MonitorConfig(BaseModel):
     """How the monitor windows, checks and bootstraps. The drift-monitor's settings carry it
     (one `DRIFTLOOP_…` variable per field: `DRIFTLOOP_WINDOW_HOURS`, `DRIFTLOOP_ALPHA`, …)."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     window_hours: float = Field(default=24.0, gt=0)
     check_every_rows: int = Field(default=500, gt=0)
@@ -108,6 +109,12 @@ class MonitorConfig(BaseModel):
     # A failed baseline load (MLflow down) is retried after 1 s, doubling up to the cap.
     baseline_retry_initial_s: float = Field(default=1.0, gt=0)
     baseline_retry_max_s: float = Field(default=60.0, gt=0)
+
+    @field_validator("detectors")
+    @classmethod
+    def _known(cls, names: tuple[str, ...]) -> tuple[str, ...]:
+        require_known(names)  # a misspelled statistic stops the service at start-up
+        return names
 
     @property
     def window(self) -> timedelta:

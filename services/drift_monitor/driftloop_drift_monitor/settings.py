@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from pydantic import Field
+from pydantic_settings import SettingsConfigDict
 
 from driftloop_common.ml.encoder import Precision
 from driftloop_common.runtime.settings import MlflowSettings, ServiceSettings
@@ -11,6 +12,9 @@ class DriftMonitorSettings(ServiceSettings, MonitorConfig):
     """`DRIFTLOOP_…` variables; see the README's configuration table. How the monitor
     windows and checks are `MonitorConfig`'s fields: the service hands these settings to
     the `DriftMonitor` as they are."""
+
+    # Configs refuse unknown fields (a misspelt keyword); settings ignore what is not theirs.
+    model_config = SettingsConfigDict(extra="ignore")
 
     service_name: str = "drift-monitor"
     http_port: int = 8200

@@ -125,7 +125,13 @@ class Evaluator:
         with registry.translated(
             f"loading {name} v{version}", uri=self.uri, missing="version_not_found"
         ):
-            loaded = mlflow.pyfunc.load_model(f"models:/{name}/{version}")
+            try:
+                loaded = mlflow.pyfunc.load_model(f"models:/{name}/{version}")
+            except ImportError as exc:  # pickled against code this release no longer has
+                raise PermanentError(
+                    f"{name} v{version} cannot be loaded by this release: {exc}",
+                    code="unloadable_version",
+                ) from exc
         return loaded.unwrap_python_model()
 
     def _record(

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from pydantic import Field
+from pydantic_settings import SettingsConfigDict
 
 from driftloop_common.runtime.settings import ServiceSettings
 from driftloop_evaluator.evaluation import EvaluatorConfig
@@ -10,6 +11,9 @@ class EvaluatorSettings(ServiceSettings, EvaluatorConfig):
     """`DRIFTLOOP_…` variables; see the README's configuration table. The evaluation's own
     fields (the rules, shadow options, MLflow, the store) are `EvaluatorConfig`'s: the
     service hands these settings to the `Evaluator` as they are."""
+
+    # Configs refuse unknown fields (a misspelt keyword); settings ignore what is not theirs.
+    model_config = SettingsConfigDict(extra="ignore")
 
     service_name: str = "evaluator"
     http_port: int = 8400

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from pydantic import Field
+from pydantic_settings import SettingsConfigDict
 
 from driftloop_common.runtime.settings import ServiceSettings
 from driftloop_trainer.training import TrainerConfig
@@ -10,6 +11,9 @@ class TrainerSettings(ServiceSettings, TrainerConfig):
     """`DRIFTLOOP_…` variables; see the README's configuration table. The training's own
     fields (splits, row minimums, fitting options, MLflow, the store) are `TrainerConfig`'s:
     the service hands these settings to the `Trainer` as they are."""
+
+    # Configs refuse unknown fields (a misspelt keyword); settings ignore what is not theirs.
+    model_config = SettingsConfigDict(extra="ignore")
 
     service_name: str = "trainer"
     http_port: int = 8500  # each service its own default port (collector: 8300)

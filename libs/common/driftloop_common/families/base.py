@@ -28,7 +28,7 @@ FineTune = Literal["true", "false", "auto"]
 class FamilyOptions(BaseModel):
     """How families fit (the trainer's settings carry these: `DRIFTLOOP_FINE_TUNE`, …)."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     encoder_precision: Precision = "fp32"  # of the stored embeddings a text model learns from
     refit_on_validation: bool = True  # the final model also learns from the validation window
@@ -154,14 +154,14 @@ class FamilyBase:
     def too_few_rows(window: Window, rows: int, options: EvaluationOptions) -> Outcome | None:
         """Too few labelled rows to judge: a failed verdict that says so (not a retry: the
         window's rows will not appear later)."""
-        if rows >= options.min_test_rows:
+        if rows >= options.min_evaluation_rows:
             return None
         verdict = Verdict()
         verdict.check(
             "test_rows",
             False,
             f"the test window {window} holds {rows} labelled rows "
-            f"(needs ≥ {options.min_test_rows})",
+            f"(needs ≥ {options.min_evaluation_rows})",
         )
         return Outcome(verdict, {"test_rows": float(rows)}, [])
 

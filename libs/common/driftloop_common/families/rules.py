@@ -25,7 +25,7 @@ from driftloop_common.ml.modeling.metrics import ClassificationScores
 class Rules(BaseModel):
     """The thresholds (the evaluator's settings carry them: `DRIFTLOOP_F1_DELTA`, …)."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     f1_delta: float = Field(default=0.03, ge=0)  # challenger macro-F1 ≥ champion + delta
     f1_floor: float = Field(default=0.6, ge=0, le=1)
@@ -40,7 +40,8 @@ class EvaluationOptions(Rules):
 
     shadow_hours: float = Field(default=24.0, gt=0)  # recent unlabelled traffic scored
     shadow_max_rows: int = Field(default=2000, gt=0)
-    min_test_rows: int = Field(default=20, gt=0)  # fewer labelled test rows: a failed verdict
+    # fewer labelled test rows: a failed verdict (the trainer's DRIFTLOOP_MIN_TEST_ROWS is its own)
+    min_evaluation_rows: int = Field(default=20, gt=0)
 
 
 @dataclass

@@ -1,33 +1,37 @@
 """The runtime every service runs on: the service contract and loop, the Kafka adapter,
-the HTTP app, metrics, logs and settings. Only `kafka` and `loop` import aiokafka."""
+the HTTP app, metrics, logs and settings. Only `kafka` and `loop` import aiokafka.
 
-from driftloop_common.runtime.app import create_app
-from driftloop_common.runtime.logs import configure_logging
-from driftloop_common.runtime.loop import LoopState, RetryPolicy, ServiceLoop
-from driftloop_common.runtime.metrics import LoopMetrics
-from driftloop_common.runtime.service import Service, ServiceBase, run_service, serve
-from driftloop_common.runtime.settings import (
-    GenesysSettings,
-    KafkaSettings,
-    MlflowSettings,
-    ServiceSettings,
-    load_settings,
-)
+The names below load their module on first use, so that importing one light module
+(`runtime.settings`, `runtime.logs`) does not start the web and Kafka stacks.
+"""
 
-__all__ = [
-    "GenesysSettings",
-    "KafkaSettings",
-    "LoopMetrics",
-    "LoopState",
-    "MlflowSettings",
-    "RetryPolicy",
-    "Service",
-    "ServiceBase",
-    "ServiceLoop",
-    "ServiceSettings",
-    "configure_logging",
-    "create_app",
-    "load_settings",
-    "run_service",
-    "serve",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_HOME = {
+    "GenesysSettings": "settings",
+    "KafkaSettings": "settings",
+    "MlflowSettings": "settings",
+    "ServiceSettings": "settings",
+    "load_settings": "settings",
+    "LoopMetrics": "metrics",
+    "LoopState": "loop",
+    "RetryPolicy": "loop",
+    "ServiceLoop": "loop",
+    "Service": "service",
+    "ServiceBase": "service",
+    "run_service": "service",
+    "serve": "service",
+    "configure_logging": "logs",
+    "create_app": "app",
+}
+
+__all__ = sorted(_HOME)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOME:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_HOME[name]}"), name)

@@ -181,7 +181,8 @@ def load_settings(cls: type[S], **overrides: Any) -> S:
         return cls(**overrides)
     except ValidationError as exc:
         problems = "; ".join(
-            f"{prefix}{'__'.join(str(p) for p in err['loc']).upper()}: {err['msg']}"
+            (f"{prefix}{'__'.join(str(p) for p in err['loc']).upper()}: " if err["loc"] else "")
+            + err["msg"]
             for err in exc.errors(include_url=False)
         )
         raise ConfigError(f"invalid configuration ({cls.__name__}): {problems}") from exc

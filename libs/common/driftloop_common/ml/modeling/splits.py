@@ -44,7 +44,7 @@ class SplitConfig(BaseModel):
     """Each split as (days before T it starts, days before T it ends); the trainer's
     settings carry them (`DRIFTLOOP_TRAIN_DAYS=[90,30]`, …)."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     train_days: tuple[float, float] = (90.0, 30.0)
     validation_days: tuple[float, float] = (30.0, 7.0)
