@@ -23,6 +23,7 @@ ALLOWED = {
         "driftloop_common.ml",
         "driftloop_common.runtime.logs",  # masking secrets in MLflow errors
     },
+    "driftloop_common.genesys": {"driftloop_common.contracts", "driftloop_common.runtime"},
     "driftloop_common.families": {
         "driftloop_common.contracts",
         "driftloop_common.ml",

@@ -19,6 +19,7 @@ CLASSES = {
     "driftloop_drift_monitor": "DriftMonitorService",
     "driftloop_trainer": "TrainerService",
     "driftloop_evaluator": "EvaluatorService",
+    "driftloop_promoter": "PromoterService",
 }
 
 

@@ -48,6 +48,7 @@ SERVICES: dict[str, str] = {
     "drift-monitor": "driftloop_drift_monitor.__main__",
     "trainer": "driftloop_trainer.__main__",
     "evaluator": "driftloop_evaluator.__main__",
+    "promoter": "driftloop_promoter.__main__",
 }
 """Service name → module with `main()`. Later services register here."""
 

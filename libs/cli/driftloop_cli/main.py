@@ -343,3 +343,26 @@ def up(
     except DriftloopError as exc:
         raise fail(str(exc)) from exc
     raise typer.Exit(code)
+
+
+# ------------------------------------------------------------------ simulator
+@app.command("simulator")
+def simulator(
+    host: Annotated[
+        str | None, typer.Option(help="Interface to listen on (default: $DRIFTLOOP_SIM_HOST).")
+    ] = None,
+    port: Annotated[
+        int | None,
+        typer.Option(min=0, max=65535, help="Port (default: $DRIFTLOOP_SIM_PORT, else 8089)."),
+    ] = None,
+) -> None:
+    """Run the Genesys Cloud simulator (OAuth, NLU domains, model-config API, limits, faults).
+
+    Settings from DRIFTLOOP_SIM_* variables; faults at run time through /admin/faults."""
+    from driftloop_simulator import load_settings, serve
+
+    try:
+        settings = load_settings()
+    except DriftloopError as exc:
+        raise fail(str(exc), 2) from exc
+    serve(settings, host=host, port=port)

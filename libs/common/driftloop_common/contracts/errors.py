@@ -5,7 +5,9 @@
      │                       do not commit the offset; retry, then crash so Kafka redelivers
      ├── PermanentError      this input will never succeed: send it to `<topic>.dlq`, move on
      │    ├── InvalidEventError   the bytes are not a valid event of the expected type
-     │    └── HandlerFailedError  its handler failed `max_failures` times with a bug
+     │    ├── HandlerFailedError  its handler failed `max_failures` times with a bug
+     │    └── GenesysApiError     Genesys Cloud refused the request for good (a 4xx
+     │                            or a 501) with its error body; `status == 409`: a conflict
      ├── CannotTrainError    a valid request whose data cannot make a model: answered with
      │                       `training.failed` (neither retried nor dead-lettered)
      └── ConfigError         the service is misconfigured: fail fast at start-up
@@ -15,6 +17,9 @@ Library errors (aiokafka, MLflow, httpx) are translated at the adapter with
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
 
 
 class DriftloopError(Exception):
@@ -56,6 +61,38 @@ class HandlerFailedError(PermanentError):
         super().__init__(message)
         self.exception_type = exception_type
         self.failures = failures
+
+
+class GenesysApiError(PermanentError):
+    """Genesys Cloud refused a request, and the same request would be refused again: a 4xx
+    other than 401 (after one token refresh), 408 and 429, or a 501.
+
+    `status` is the HTTP status (`409`: a conflict, such as publishing a version that is still
+    training or already published); `code` Genesys's own (`bad.request`, `not.found`…, or the
+    OAuth `error` such as `invalid_client`); `context_id` the id Genesys support asks for; `body`
+    the whole error body (`message`, `details: [{errorCode, fieldName…}]`…). The message
+    never carries a token or a secret.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int,
+        code: str | None = None,
+        context_id: str | None = None,
+        body: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__(message, code=code or f"genesys_{status}")
+        self.status = status
+        self.context_id = context_id
+        self.body: dict[str, Any] = dict(body or {})
+
+    @property
+    def details(self) -> list[dict[str, Any]]:
+        """Genesys's `details[]`: `{errorCode, fieldName, entityId, entityName}` each."""
+        details = self.body.get("details")
+        return [d for d in details if isinstance(d, dict)] if isinstance(details, list) else []
 
 
 class CannotTrainError(DriftloopError):

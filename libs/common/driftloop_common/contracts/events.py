@@ -209,7 +209,10 @@ class ModelPromoted(Payload):
     version: PositiveInt
     previous_version: PositiveInt | None = None
     targets: list[str] = Field(min_length=1)
+    # What the evaluation measured, for the rollback-watcher to compare live traffic with:
+    # the mean confidence on recent traffic, and the accuracy on the newest test rows.
     confidence_at_promotion: float | None = None
+    expected_accuracy: float | None = Field(default=None, ge=0, le=1)
 
 
 class PromotionFailed(Payload):

@@ -48,6 +48,18 @@ class Tag:
     LABELS = "driftloop.labels"  # JSON list: the label set (classes or feature names)
     CONFIDENCE = "driftloop.confidence"  # mean confidence measured by the evaluator
     EVALUATION = "driftloop.evaluation"  # passed / failed
+    # Set by the promoter: the live one is `champion`, those it replaced `inactive` (never
+    # deleted), one taken back `rolled_back` (never promoted again on its own).
+    STATUS = "driftloop.status"
+    PREVIOUS_CHAMPION = "driftloop.previous_champion"  # on a champion: the version it replaced
+    PROMOTED_AT = "driftloop.promoted_at"
+    ROLLED_BACK_TO = "driftloop.rolled_back_to"  # on a rolled-back version
+
+    @staticmethod
+    def target(target: str, attempt: str, name: str) -> str:
+        """A deploy target's note on a version, for one promotion attempt (the event that
+        asked for it): `driftloop.target.genesys-nlu.1a2b3c4d.draft_version_id`."""
+        return f"driftloop.target.{target}.{attempt[:8]}.{name}"
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,1 @@
+"""The promoter: a passing challenger goes live on its deploy targets, exactly once."""

@@ -1,0 +1,310 @@
+"""Promotions and rollbacks, recorded in MLflow and resumable at every step.
+
+A passed `model.evaluated` for version v:
+1. v already holds the alias `champion` → this is a redelivery after the alias moved: the
+   same `model.promoted` is published again (its id derives from the evaluation's);
+   v was rolled back once, or an evaluation of an older version arrives late → skipped
+   (an audit event says why);
+2. `prepare` on every target, then `activate` on every target (see `targets.py`);
+3. the commit point: the alias `champion` moves to v; v is tagged `champion` with the
+   version it replaced, that one `inactive` (kept, never deleted);
+4. `model.promoted` and audit events, with ids derived from the evaluation's.
+A target's `DeployError` ends in `promotion.failed` naming the target; the previous
+champion stays live everywhere (the targets already activated are switched back).
+
+`rollback.requested` puts the previous champion (or `to_version`) back on every target,
+moves the alias, tags the version taken back `rolled_back` (never promoted again on its
+own) and publishes `model.rolled_back`. A rollback that was already done (a redelivery)
+publishes the same `model.rolled_back` again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from driftloop_common.contracts.errors import PermanentError
+from driftloop_common.contracts.events import (
+    Audit,
+    AuditEvent,
+    Event,
+    ModelEvaluatedEvent,
+    ModelPromoted,
+    ModelPromotedEvent,
+    ModelRolledBack,
+    ModelRolledBackEvent,
+    PromotionFailed,
+    PromotionFailedEvent,
+    RollbackRequestedEvent,
+)
+from driftloop_common.storage import registry
+from driftloop_common.storage.registry import Tag
+from driftloop_promoter.targets import DeployError, Promotion, Target
+
+if TYPE_CHECKING:
+    from mlflow.entities.model_registry import ModelVersion
+
+log = logging.getLogger(__name__)
+SERVICE = "promoter"
+
+INACTIVE, CHAMPION, ROLLED_BACK = "inactive", "champion", "rolled_back"
+
+
+class Promoter:
+    """Moves versions live and back. `targets_of(key)` names a model key's targets, and
+    `target(name)` builds one (the predictor, a Genesys NLU domain, the model-config API)."""
+
+    def __init__(
+        self,
+        tracking_uri: str,
+        targets_of: Callable[[Any], list[str]],
+        target: Callable[[str, Any], Target],
+        *,
+        registry_uri: str | None = None,
+    ) -> None:
+        self.uri = tracking_uri
+        self.client = registry.client(tracking_uri, registry_uri)
+        self.targets_of = targets_of
+        self.target = target
+
+    # ------------------------------------------------------------- promotion
+
+    async def promote(self, event: ModelEvaluatedEvent) -> list[Event]:
+        p = event.payload
+        if not p.passed:
+            return []
+        name = event.model_key.registered_model
+        if p.registered_model != name:
+            raise PermanentError(
+                f"model.evaluated for {event.model_key} names {p.registered_model!r}",
+                code="model_mismatch",
+            )
+        version = await self._version(name, p.version)
+        champion = await self._champion(name)
+        if champion is not None and champion.version == version.version:
+            return [self._promoted(event, version, champion_before(version))]
+        if version.tags.get(Tag.STATUS) == ROLLED_BACK:
+            return [self._audit(event, "promotion.skipped", name, f"v{p.version} was rolled back")]
+        if champion is not None and int(champion.version) > p.version:
+            why = f"v{p.version} is older than the champion v{champion.version}"
+            return [self._audit(event, "promotion.skipped", name, why)]
+        promotion = Promotion(
+            event.model_key, version, champion, str(event.event_id), self.client, self.uri
+        )
+        targets = [self.target(t, event.model_key) for t in self.targets_of(event.model_key)]
+        try:
+            await self._deploy(promotion, targets)
+        except DeployError as exc:
+            log.warning("%s v%s not promoted: %s", name, p.version, exc)
+            return [
+                event.follow_up(
+                    PromotionFailedEvent,
+                    producer=SERVICE,
+                    payload=PromotionFailed(
+                        registered_model=name,
+                        version=p.version,
+                        target=exc.target,
+                        error=exc.reason[:4000],
+                    ),
+                ),
+                self._audit(event, "promotion.failed", name, str(exc)[:1000]),
+            ]
+        finally:
+            await asyncio.gather(*(t.close() for t in targets))
+        await self._make_champion(version, champion)
+        log.info("%s v%s is champion (was %s)", name, p.version, _v(champion))
+        return [
+            self._promoted(event, version, int(champion.version) if champion else None),
+            self._audit(event, "model.promoted", name, f"v{p.version} (was {_v(champion)})"),
+        ]
+
+    async def _deploy(self, promotion: Promotion, targets: Sequence[Target]) -> None:
+        for target in targets:
+            await target.prepare(promotion)
+        activated: list[Target] = []
+        try:
+            for target in targets:
+                await target.activate(promotion)
+                activated.append(target)
+        except DeployError:
+            if promotion.previous is not None:  # put the champion back where it was replaced
+                back = Promotion(
+                    promotion.key,
+                    promotion.previous,
+                    None,
+                    promotion.attempt,
+                    self.client,
+                    self.uri,
+                )
+                for target in activated:
+                    await target.prepare(back)
+                    await target.activate(back)
+            raise
+
+    def _promoted(
+        self, event: ModelEvaluatedEvent, version: ModelVersion, previous: int | None
+    ) -> ModelPromotedEvent:
+        metrics = event.payload.metrics
+        return event.follow_up(
+            ModelPromotedEvent,
+            producer=SERVICE,
+            payload=ModelPromoted(
+                registered_model=version.name,
+                version=int(version.version),
+                previous_version=previous,
+                targets=self.targets_of(event.model_key),
+                confidence_at_promotion=metrics.get("confidence"),
+                expected_accuracy=metrics.get("challenger_accuracy"),
+            ),
+        )
+
+    # --------------------------------------------------------------- rollback
+
+    async def rollback(self, event: RollbackRequestedEvent) -> list[Event]:
+        name = event.model_key.registered_model
+        champion = await self._champion(name)
+        if champion is None:
+            raise PermanentError(f"{name} has no champion to roll back", code="no_champion")
+        wanted = event.payload.to_version
+        if wanted is None and champion.tags.get(Tag.STATUS) == CHAMPION:
+            wanted = _int(champion.tags.get(Tag.PREVIOUS_CHAMPION))
+        done = await self._rolled_back_to(name, champion)
+        if done is not None:  # a redelivery: the alias already moved back
+            return [self._rolled_back(event, done, champion)]
+        if wanted is None:
+            raise PermanentError(
+                f"{name} v{champion.version} replaced no earlier version: nothing to roll back to",
+                code="nothing_to_roll_back",
+            )
+        if wanted == int(champion.version):
+            raise PermanentError(f"{name} v{wanted} is already live", code="already_live")
+        back = await self._version(name, wanted)
+        promotion = Promotion(
+            event.model_key, back, champion, str(event.event_id), self.client, self.uri
+        )
+        targets = [self.target(t, event.model_key) for t in self.targets_of(event.model_key)]
+        try:
+            await self._deploy(promotion, targets)
+        except DeployError as exc:
+            return [
+                event.follow_up(
+                    PromotionFailedEvent,
+                    producer=SERVICE,
+                    payload=PromotionFailed(
+                        registered_model=name, version=wanted, target=exc.target, error=exc.reason
+                    ),
+                ),
+                self._audit(event, "rollback.failed", name, str(exc)[:1000]),
+            ]
+        finally:
+            await asyncio.gather(*(t.close() for t in targets))
+        await self._set_tags(champion, {Tag.STATUS: ROLLED_BACK, Tag.ROLLED_BACK_TO: str(wanted)})
+        await self._move_alias(back)
+        await self._set_tags(back, {Tag.STATUS: CHAMPION})
+        log.info("%s rolled back from v%s to v%s", name, champion.version, wanted)
+        return [
+            self._rolled_back(event, champion, back),
+            self._audit(event, "model.rolled_back", name, f"v{champion.version} → v{wanted}"),
+        ]
+
+    async def _rolled_back_to(self, name: str, champion: ModelVersion) -> ModelVersion | None:
+        """The version a finished rollback took back, when `champion` is where it went."""
+        found = await self._call(
+            f"reading the rolled-back versions of {name}",
+            registry.versions,
+            self.client,
+            name,
+            **{Tag.STATUS: ROLLED_BACK, Tag.ROLLED_BACK_TO: champion.version},
+        )
+        return found[0] if found else None
+
+    def _rolled_back(
+        self, event: RollbackRequestedEvent, taken_back: ModelVersion, live: ModelVersion
+    ) -> ModelRolledBackEvent:
+        return event.follow_up(
+            ModelRolledBackEvent,
+            producer=SERVICE,
+            payload=ModelRolledBack(
+                registered_model=live.name,
+                from_version=int(taken_back.version),
+                to_version=int(live.version),
+                reason=event.payload.reason,
+            ),
+        )
+
+    # --------------------------------------------------------------- MLflow
+
+    async def _make_champion(self, version: ModelVersion, previous: ModelVersion | None) -> None:
+        tags = {Tag.PROMOTED_AT: datetime.now(UTC).isoformat()}
+        if previous is not None:
+            tags[Tag.PREVIOUS_CHAMPION] = previous.version
+        # Tagged before the alias moves: a crash in between leaves a version tagged as
+        # champion without the alias, which the redelivery completes.
+        await self._set_tags(version, {**tags, Tag.STATUS: CHAMPION})
+        await self._move_alias(version)
+        if previous is not None:
+            await self._set_tags(previous, {Tag.STATUS: INACTIVE})
+
+    async def _move_alias(self, version: ModelVersion) -> None:
+        await self._call(
+            f"moving {registry.CHAMPION} of {version.name} to v{version.version}",
+            self.client.set_registered_model_alias,
+            version.name,
+            registry.CHAMPION,
+            version.version,
+        )
+
+    async def _set_tags(self, version: ModelVersion, tags: dict[str, str]) -> None:
+        for key, value in tags.items():
+            await self._call(
+                f"tagging {version.name} v{version.version}",
+                self.client.set_model_version_tag,
+                version.name,
+                version.version,
+                key,
+                value,
+            )
+            version.tags[key] = value
+
+    async def _version(self, name: str, number: int) -> ModelVersion:
+        return await self._call(
+            f"reading {name} v{number}",
+            self.client.get_model_version,
+            name,
+            str(number),
+            missing="version_not_found",
+        )
+
+    async def _champion(self, name: str) -> ModelVersion | None:
+        return await asyncio.to_thread(registry.version_by_alias, self.client, name, CHAMPION)
+
+    async def _call(self, doing: str, fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
+        missing = kw.pop("missing", "not_found")
+        with registry.translated(doing, uri=self.uri, missing=missing):
+            return await asyncio.to_thread(fn, *args, **kw)
+
+    def _audit(self, event: Event, action: str, subject: str, detail: str) -> AuditEvent:
+        return event.follow_up(
+            AuditEvent,
+            producer=SERVICE,
+            payload=Audit(action=action, actor=SERVICE, subject=subject, details={"what": detail}),
+            part=action,
+        )
+
+
+def champion_before(version: ModelVersion) -> int | None:
+    return _int(version.tags.get(Tag.PREVIOUS_CHAMPION))
+
+
+def _int(text: str | None) -> int | None:
+    try:
+        return int(text) if text else None
+    except ValueError:
+        return None
+
+
+def _v(version: ModelVersion | None) -> str:
+    return f"v{version.version}" if version is not None else "no champion"

@@ -1,0 +1,35 @@
+from __future__ import annotations
+
+from pydantic import Field
+
+from driftloop_common.runtime.settings import (
+    GenesysSettings,
+    MlflowSettings,
+    ServiceSettings,
+    default_store_url,
+)
+
+
+class PromoterSettings(ServiceSettings):
+    """`DRIFTLOOP_…` variables; see the README's configuration table."""
+
+    service_name: str = "promoter"
+    http_port: int = 8600
+    mlflow: MlflowSettings = Field(default_factory=MlflowSettings)
+    store_url: str = Field(default_factory=default_store_url)  # the utterances Genesys learns
+    # Deploy targets per model key (`intent/en-us`), model type (`intent`) or all (`*`):
+    # `predictor` (the MLflow alias our predictor serves), `genesys-nlu`, `model-config`.
+    targets: dict[str, list[str]] = Field(default_factory=lambda: {"*": ["predictor"]})
+    genesys: GenesysSettings = Field(default_factory=GenesysSettings)
+    genesys_domains: dict[str, str] = Field(default_factory=dict)  # model key → NLU domain id
+    genesys_f1_floor: float = Field(default=0.7, ge=0, le=1)  # of the domain version's report
+    genesys_shadow_rows: int = Field(default=200, gt=0)  # newest labelled test rows detected
+    genesys_max_utterances: int = Field(default=200, gt=0)  # per intent in a domain version
+    genesys_train_timeout_s: float = Field(default=900.0, gt=0)
+    genesys_poll_s: float = Field(default=2.0, gt=0)
+    ml_models: dict[str, str] = Field(default_factory=dict)  # model-config API: key → modelId
+    # A promotion may wait minutes for a Genesys training: keep the group membership and
+    # the heartbeat meanwhile, and note each record before handling it.
+    max_poll_interval_ms: int = Field(default=1_800_000, gt=0)
+    busy_heartbeat_s: float = Field(default=5.0, gt=0)
+    track_in_flight: bool = True

@@ -1,0 +1,95 @@
+"""The promoter as a process on a real broker and a real MLflow server: a passed evaluation
+ends with a champion and `model.promoted`; `driftloop publish rollback` takes it back."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from driftloop_common.contracts import topics
+from driftloop_common.contracts.events import (
+    ModelEvaluated,
+    ModelEvaluatedEvent,
+    ModelKey,
+    ModelPromotedEvent,
+    ModelRolledBackEvent,
+)
+from driftloop_common.storage import registry
+from tests.integration.helpers import ServiceProcess, events_until, make_topics, produce
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
+
+
+async def test_a_passed_evaluation_goes_live_and_a_rollback_takes_it_back(
+    kafka_bootstrap: str, mlflow_uri: str, tmp_path: Path
+) -> None:
+    key = ModelKey.parse(f"intent/en-{uuid.uuid4().hex[:6]}")
+    name = key.registered_model
+    client = MlflowClient(mlflow_uri)
+    client.create_registered_model(name)
+    run = client.create_run(client.create_experiment(name))
+    for _ in range(2):
+        client.create_model_version(name, f"runs:/{run.info.run_id}/model", run_id=run.info.run_id)
+    await make_topics(kafka_bootstrap, *topics.ALL_TOPICS)
+    promoter = ServiceProcess(
+        "driftloop_promoter",
+        {
+            "DRIFTLOOP_KAFKA__BOOTSTRAP_SERVERS": kafka_bootstrap,
+            "DRIFTLOOP_MLFLOW__TRACKING_URI": mlflow_uri,
+            "DRIFTLOOP_SERVICE_NAME": f"promoter-{uuid.uuid4().hex[:6]}",
+            "DRIFTLOOP_AUTO_OFFSET_RESET": "latest",
+            "DRIFTLOOP_STORE_URL": str(tmp_path / "store"),
+        },
+        tmp_path / "promoter.log",
+    )
+    await promoter.start()
+    try:
+        for version in (1, 2):
+            evaluated = ModelEvaluatedEvent(
+                producer="test",
+                model_key=key,
+                payload=ModelEvaluated(registered_model=name, version=version, passed=True),
+            )
+            await produce(kafka_bootstrap, topics.MODEL_EVALUATED, [evaluated])
+            promoted = await events_until(
+                kafka_bootstrap,
+                topics.MODEL_PROMOTED,
+                lambda found, v=version: any(e.payload.version == v for e in found),
+                keep=lambda e: e.model_key == key,
+                timeout_s=120,
+                on_timeout=promoter.log_tail,
+            )
+            assert isinstance(promoted[-1], ModelPromotedEvent)
+        assert promoted[-1].payload.previous_version == 1
+        live = registry.version_by_alias(client, name, registry.CHAMPION)
+        assert live is not None and live.version == "2"
+
+        cli = [sys.executable, "-m", "driftloop_cli", "publish", "rollback", "-m", "intent"]
+        published = subprocess.run(
+            [*cli, "-l", key.language, "-r", "confidence fell", "--bootstrap", kafka_bootstrap],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=ROOT,
+        )
+        assert published.returncode == 0, published.stderr[-2000:]
+        [rolled] = await events_until(
+            kafka_bootstrap,
+            topics.MODEL_ROLLED_BACK,
+            lambda found: bool(found),
+            keep=lambda e: e.model_key == key,
+            timeout_s=120,
+            on_timeout=promoter.log_tail,
+        )
+        assert isinstance(rolled, ModelRolledBackEvent)
+        assert (rolled.payload.from_version, rolled.payload.to_version) == (2, 1)
+        live = registry.version_by_alias(client, name, registry.CHAMPION)
+        assert live is not None and live.version == "1"
+    finally:
+        await promoter.stop()
