@@ -155,6 +155,7 @@ class ServiceProcess:
         return self.log.read_text(errors="replace")[-chars:] if self.log.exists() else ""
 
     async def start(self, timeout_s: float = 120) -> None:
+        self._assigned_before = self._assignments()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", self.module],
             env=self.env,
@@ -171,6 +172,23 @@ class ServiceProcess:
                         return
                 await asyncio.sleep(0.3)
         raise AssertionError(f"{self.module} never became ready:\n{self.log_tail()}")
+
+    def _assignments(self) -> int:
+        return (
+            self.log.read_text(errors="replace").count("partitions assigned")
+            if self.log.exists()
+            else 0
+        )
+
+    async def assigned(self, timeout_s: float = 60) -> None:
+        """Wait until this run of the service holds its partitions: one reading from
+        `latest` misses what is produced before that."""
+        deadline = time.monotonic() + timeout_s
+        while self._assignments() <= self._assigned_before:
+            assert time.monotonic() < deadline, (
+                f"{self.module} got no partitions:\n{self.log_tail()}"
+            )
+            await asyncio.sleep(0.2)
 
     async def stop(self, sig: int = signal.SIGTERM) -> None:
         if self.proc is not None and self.proc.poll() is None:

@@ -49,6 +49,7 @@ async def test_a_passed_evaluation_goes_live_and_a_rollback_takes_it_back(
         tmp_path / "promoter.log",
     )
     await promoter.start()
+    await promoter.assigned()
     try:
         for version in (1, 2):
             evaluated = ModelEvaluatedEvent(

@@ -135,9 +135,10 @@ class Promoter:
                     promotion.key,
                     promotion.previous,
                     None,
-                    promotion.attempt,
+                    f"{promotion.attempt}-restore",
                     self.client,
                     self.uri,
+                    gated=False,
                 )
                 for target in activated:
                     await target.prepare(back)
@@ -183,7 +184,7 @@ class Promoter:
             raise PermanentError(f"{name} v{wanted} is already live", code="already_live")
         back = await self._version(name, wanted)
         promotion = Promotion(
-            event.model_key, back, champion, str(event.event_id), self.client, self.uri
+            event.model_key, back, champion, str(event.event_id), self.client, self.uri, gated=False
         )
         targets = [self.target(t, event.model_key) for t in self.targets_of(event.model_key)]
         try:

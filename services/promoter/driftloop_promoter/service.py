@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from driftloop_common.contracts import topics
+from driftloop_common.contracts.errors import ConfigError
 from driftloop_common.contracts.events import (
     Event,
     ModelEvaluatedEvent,
@@ -13,9 +14,14 @@ from driftloop_common.contracts.events import (
     RollbackRequestedEvent,
     decode_event,
 )
+from driftloop_common.genesys import GenesysClient, GenesysMetrics
 from driftloop_common.runtime.loop import Record
 from driftloop_common.runtime.metrics import LoopMetrics
 from driftloop_common.runtime.service import ServiceBase
+from driftloop_promoter.genesys_nlu import NAME as GENESYS_NLU
+from driftloop_promoter.genesys_nlu import GenesysNluTarget
+from driftloop_promoter.model_config import NAME as MODEL_CONFIG
+from driftloop_promoter.model_config import ModelConfigTarget
 from driftloop_promoter.promotion import Promoter
 from driftloop_promoter.settings import PromoterSettings
 from driftloop_promoter.targets import PredictorTarget, Target, targets_for
@@ -37,8 +43,11 @@ class PromoterService(ServiceBase[Request]):
 
     @classmethod
     def from_settings(cls, settings: PromoterSettings) -> PromoterService:
+        metrics = LoopMetrics(settings.service_name)
+        genesys_metrics = GenesysMetrics(metrics)  # one set: every target's client counts here
+
         def make(name: str, key: ModelKey) -> Target:
-            return build_target(name, key, settings)
+            return build_target(name, key, settings, genesys_metrics)
 
         promoter = Promoter(
             settings.mlflow.tracking_uri,
@@ -46,7 +55,7 @@ class PromoterService(ServiceBase[Request]):
             make,
             registry_uri=settings.mlflow.registry_uri,
         )
-        return cls(promoter, LoopMetrics(settings.service_name))
+        return cls(promoter, metrics)
 
     def __init__(self, promoter: Promoter, metrics: LoopMetrics) -> None:
         self.promoter = promoter
@@ -69,10 +78,40 @@ class PromoterService(ServiceBase[Request]):
         return events
 
 
-def build_target(name: str, key: ModelKey, settings: PromoterSettings) -> Target:
-    """The target called `name` for `key`, from the settings."""
+def build_target(
+    name: str, key: ModelKey, settings: PromoterSettings, metrics: GenesysMetrics
+) -> Target:
+    """The target called `name` for `key`, from the settings (a Genesys target gets a client
+    of its own for the promotion, closed with the target)."""
     if name == "predictor":
         return PredictorTarget()
-    from driftloop_common.contracts.errors import ConfigError
+    if name == GENESYS_NLU:
+        domain = _configured(settings.genesys_domains, key, "DRIFTLOOP_GENESYS_DOMAINS")
+        return GenesysNluTarget(
+            GenesysClient(settings.genesys, settings.genesys_client, metrics=metrics),
+            domain,
+            settings.store_url,
+            f1_floor=settings.genesys_f1_floor,
+            shadow_rows=settings.genesys_shadow_rows,
+            max_utterances=settings.genesys_max_utterances,
+            train_timeout_s=settings.genesys_train_timeout_s,
+            poll_s=settings.genesys_poll_s,
+        )
+    if name == MODEL_CONFIG:
+        model_id = _configured(settings.ml_models, key, "DRIFTLOOP_ML_MODELS")
+        return ModelConfigTarget(
+            GenesysClient(settings.genesys, settings.genesys_client, metrics=metrics),
+            model_id,
+            settings.store_url,
+        )
+    raise ConfigError(
+        f"unknown deploy target {name!r} for {key} (known: predictor, {GENESYS_NLU}, "
+        f"{MODEL_CONFIG})"
+    )
 
-    raise ConfigError(f"unknown deploy target {name!r} for {key} (known: predictor)")
+
+def _configured(table: dict[str, str], key: ModelKey, variable: str) -> str:
+    for pattern in (str(key), key.model_type.value, "*"):
+        if pattern in table:
+            return table[pattern]
+    raise ConfigError(f"{variable} names nothing for {key}")

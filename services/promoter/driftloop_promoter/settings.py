@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
+from driftloop_common.genesys import GenesysClientOptions
 from driftloop_common.runtime.settings import (
     GenesysSettings,
     MlflowSettings,
@@ -21,6 +22,7 @@ class PromoterSettings(ServiceSettings):
     # `predictor` (the MLflow alias our predictor serves), `genesys-nlu`, `model-config`.
     targets: dict[str, list[str]] = Field(default_factory=lambda: {"*": ["predictor"]})
     genesys: GenesysSettings = Field(default_factory=GenesysSettings)
+    genesys_client: GenesysClientOptions = Field(default_factory=GenesysClientOptions)
     genesys_domains: dict[str, str] = Field(default_factory=dict)  # model key → NLU domain id
     genesys_f1_floor: float = Field(default=0.7, ge=0, le=1)  # of the domain version's report
     genesys_shadow_rows: int = Field(default=200, gt=0)  # newest labelled test rows detected

@@ -41,7 +41,9 @@ class DeployError(PermanentError):
 class Promotion:
     """One attempt to put `version` live for `key`, replacing `previous` (None: the first
     champion). `attempt` is the id of the event that asked for it: a redelivery of that
-    event finds the notes this attempt left on the version."""
+    event finds the notes this attempt left on the version. `gated`: a target may refuse
+    the version on its own quality checks (a promotion), or must put it back as it is (a
+    rollback, or the champion restored after a failed promotion)."""
 
     key: ModelKey
     version: ModelVersion
@@ -49,6 +51,7 @@ class Promotion:
     attempt: str
     client: MlflowClient
     tracking_uri: str
+    gated: bool = True
 
     @property
     def name(self) -> str:
@@ -61,6 +64,12 @@ class Promotion:
     def noted(self, target: str, name: str) -> str | None:
         """What `target` noted under `name` on this attempt, if it did."""
         return self.version.tags.get(Tag.target(target, self.attempt, name))
+
+    def noted_by_any(self, target: str, name: str) -> str | None:
+        """What any attempt of `target` noted under `name` on this version (the first one by
+        tag name), e.g. the data an earlier promotion of it uploaded."""
+        found = sorted(k for k in self.version.tags if Tag.is_target(k, target, name))
+        return self.version.tags[found[0]] if found else None
 
     async def note(self, target: str, name: str, value: str) -> None:
         """Record a step on the version (MLflow is the record) before going on."""

@@ -13,6 +13,7 @@ never carries a password: MLflow quotes the request URL, credentials included.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -58,8 +59,17 @@ class Tag:
     @staticmethod
     def target(target: str, attempt: str, name: str) -> str:
         """A deploy target's note on a version, for one promotion attempt (the event that
-        asked for it): `driftloop.target.genesys-nlu.1a2b3c4d.draft_version_id`."""
-        return f"driftloop.target.{target}.{attempt[:8]}.{name}"
+        asked for it, hashed short): `driftloop.target.genesys-nlu.1a2b3c4d5e.draft_version_id`."""
+        digest = hashlib.sha256(attempt.encode()).hexdigest()[:10]
+        return f"driftloop.target.{target}.{digest}.{name}"
+
+    @staticmethod
+    def is_target(tag: str, target: str, name: str) -> bool:
+        """Whether `tag` is a note of `target` named `name`, by any attempt."""
+        head, tail = f"driftloop.target.{target}.", f".{name}"
+        return (
+            tag.startswith(head) and tag.endswith(tail) and "." not in tag[len(head) : -len(tail)]
+        )
 
 
 @dataclass(frozen=True)
