@@ -229,6 +229,7 @@ class LapWatcher(threading.Thread):
         topics.TRAINING_FAILED,
         topics.MODEL_EVALUATED,
         topics.MODEL_PROMOTED,
+        topics.PROMOTION_FAILED,
         topics.MODEL_ROLLED_BACK,
     )
 
