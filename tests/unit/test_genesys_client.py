@@ -698,9 +698,9 @@ async def test_rate_limit_headers_and_call_times_become_metrics() -> None:
     h = Harness(scripted(httpx.Response(200, headers=headers, json=version_body())))
     async with h.client as client:
         await client.get_version(DOMAIN, "v-1")
-    assert h.sample("genesys_ratelimit_allowed") == 180
-    assert h.sample("genesys_ratelimit_count") == 17
-    assert h.sample("genesys_ratelimit_reset_seconds") == 42
+    assert h.sample("genesys_ratelimit", header="allowed") == 180
+    assert h.sample("genesys_ratelimit", header="count") == 17
+    assert h.sample("genesys_ratelimit", header="reset") == 42
     assert h.sample("genesys_call_seconds_count", endpoint=f"GET {VERSION_T}") == 1
     assert h.sample("genesys_calls_total", endpoint="POST /oauth/token", status="200") == 1
 

@@ -16,7 +16,7 @@ from driftloop_common.contracts.events import ModelKey
 from driftloop_common.genesys import GenesysClient, GenesysClientOptions
 from driftloop_common.genesys.batching import body_size
 from driftloop_common.runtime.settings import GenesysSettings
-from driftloop_promoter.genesys_nlu import GenesysNluTarget
+from driftloop_promoter.genesys_nlu import GenesysNluOptions, GenesysNluTarget
 from driftloop_promoter.targets import DeployError, Promotion
 from driftloop_simulator.app import create_app
 from driftloop_simulator.settings import SimulatorSettings
@@ -64,7 +64,7 @@ def target(sim: Any, store: str, **kw: Any) -> GenesysNluTarget:
         GenesysClientOptions(backoff_base_s=0.01, backoff_cap_s=0.02),
         transport=httpx.ASGITransport(app=sim),
     )
-    return GenesysNluTarget(client, DOMAIN, store, poll_s=0.01, **kw)
+    return GenesysNluTarget(client, DOMAIN, store, GenesysNluOptions(poll_s=0.01, **kw))
 
 
 async def versions(t: GenesysNluTarget) -> list[Any]:
@@ -163,7 +163,8 @@ def test_a_body_over_the_limit_carries_fewer_utterances_per_intent(
     from driftloop_promoter.rows import Rows
 
     rows = Rows([f"utterance number {i} " * 4 for i in range(3000)], ["a", "b", "c"] * 1000)
-    t = GenesysNluTarget(None, DOMAIN, "", max_utterances=1000, body_limit=40_000)  # type: ignore[arg-type]
+    options = GenesysNluOptions(max_utterances=1000, body_limit=40_000)
+    t = GenesysNluTarget(None, DOMAIN, "", options)  # type: ignore[arg-type]
     body = t.version_body(promotion(FakeMlflow()), rows)
     counts = [len(i.utterances) for i in body.intents]
     assert body_size(body) <= 40_000

@@ -14,14 +14,14 @@ import numpy as np
 import pytest
 from pydantic import SecretStr
 
-from driftloop_common.contracts.errors import ConfigError, RetryableError
+from driftloop_common.contracts.errors import RetryableError
 from driftloop_common.contracts.events import EncoderInfo, InteractionEmbedded, ModelKey
 from driftloop_common.genesys import GenesysClient, GenesysClientOptions, GenesysMetrics
 from driftloop_common.runtime.metrics import LoopMetrics
 from driftloop_common.runtime.settings import GenesysSettings
 from driftloop_common.storage.interactions import InteractionStore
 from driftloop_common.storage.registry import Tag
-from driftloop_promoter.model_config import ModelConfigTarget
+from driftloop_promoter.model_config import ModelConfigOptions, ModelConfigTarget
 from driftloop_promoter.targets import DeployError, Promotion
 from driftloop_simulator.app import create_app
 from driftloop_simulator.settings import FaultSettings, SimulatorSettings
@@ -155,7 +155,7 @@ async def make_target() -> AsyncIterator[Callable[..., ModelConfigTarget]]:
             metrics=GenesysMetrics(LoopMetrics("test")),
             sleep=no_sleep,
         )
-        target = ModelConfigTarget(client, MODEL_ID, store_url, **kw)
+        target = ModelConfigTarget(client, MODEL_ID, store_url, ModelConfigOptions(**kw))
         made.append(target)
         return target
 
@@ -333,7 +333,6 @@ async def test_a_run_without_windows_or_rows_cannot_deploy(
 
 
 @pytest.mark.parametrize(("chunk_size", "concurrency"), [(9, 4), (51, 4), (50, 2), (50, 6)])
-def test_limits_outside_the_guide_are_config_errors(chunk_size: int, concurrency: int) -> None:
-    client: Any = object()
-    with pytest.raises(ConfigError):
-        ModelConfigTarget(client, MODEL_ID, "/x", chunk_size=chunk_size, concurrency=concurrency)
+def test_limits_outside_the_guide_are_refused(chunk_size: int, concurrency: int) -> None:
+    with pytest.raises(ValueError, match=r"chunk_size|concurrency"):
+        ModelConfigOptions(chunk_size=chunk_size, concurrency=concurrency)

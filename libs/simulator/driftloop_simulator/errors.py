@@ -81,15 +81,10 @@ def error_body(
 
 
 def error_response(
-    status: int,
-    message: str,
-    *,
-    code: str | None = None,
-    details: Sequence[Mapping[str, Any]] = (),
-    limit: Mapping[str, Any] | None = None,
-    headers: Mapping[str, str] | None = None,
+    status: int, message: str, *, headers: Mapping[str, str] | None = None, **fields: Any
 ) -> JSONResponse:
-    body = error_body(status, message, code=code, details=details, limit=limit)
+    """`error_body(status, message, **fields)` as a response (`code`, `details`, `limit`)."""
+    body = error_body(status, message, **fields)
     return JSONResponse(body, status_code=status, headers=dict(headers or {}))
 
 

@@ -21,6 +21,8 @@ import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from driftloop_common.contracts.errors import GenesysApiError
 from driftloop_common.genesys import GenesysClient
 from driftloop_common.genesys.batching import DEFAULT_BODY_LIMIT, body_size
@@ -37,6 +39,20 @@ NAME = "genesys-nlu"
 _NEVER = datetime.min.replace(tzinfo=UTC)
 
 
+class GenesysNluOptions(BaseModel):
+    """How a domain version is built, waited for and gated (the promoter's settings carry
+    them: `DRIFTLOOP_GENESYS_NLU__F1_FLOOR`, …)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    f1_floor: float = Field(default=0.7, ge=0, le=1)  # of the domain version's report
+    shadow_rows: int = Field(default=200, gt=0)  # newest labelled test rows detected
+    max_utterances: int = Field(default=200, gt=0)  # per intent
+    train_timeout_s: float = Field(default=900.0, gt=0)
+    poll_s: float = Field(default=2.0, gt=0)
+    body_limit: int = Field(default=DEFAULT_BODY_LIMIT, gt=0)  # bytes of one request body
+
+
 class GenesysNluTarget:
     name = NAME
 
@@ -45,24 +61,12 @@ class GenesysNluTarget:
         client: GenesysClient,
         domain_id: str,
         store_url: str,
+        options: GenesysNluOptions | None = None,
         *,
-        f1_floor: float = 0.7,
-        shadow_rows: int = 200,
-        max_utterances: int = 200,
-        train_timeout_s: float = 900.0,
-        poll_s: float = 2.0,
-        body_limit: int = DEFAULT_BODY_LIMIT,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.client = client
-        self.domain = domain_id
-        self.store_url = store_url
-        self.f1_floor = f1_floor
-        self.shadow_rows = shadow_rows
-        self.max_utterances = max_utterances
-        self.train_timeout_s = train_timeout_s
-        self.poll_s = poll_s
-        self.body_limit = body_limit
+        self.client, self.domain, self.store_url = client, domain_id, store_url
+        self.options = options or GenesysNluOptions()
         self._clock = clock
 
     async def prepare(self, promotion: Promotion) -> None:
@@ -118,7 +122,7 @@ class GenesysNluTarget:
     def version_body(self, promotion: Promotion, rows: Rows) -> NluDomainVersion:
         """The draft's intents with their utterances, as many per intent as fit."""
         by_label = rows.by_label()
-        per_intent = self.max_utterances
+        per_intent = self.options.max_utterances
         while True:
             body = NluDomainVersion(
                 language=promotion.key.language,
@@ -134,12 +138,12 @@ class GenesysNluTarget:
                     for label, texts in sorted(by_label.items())
                 ],
             )
-            if body_size(body) <= self.body_limit or per_intent == 1:
+            if body_size(body) <= self.options.body_limit or per_intent == 1:
                 return body
             per_intent = max(1, int(per_intent * 0.8))
 
     async def _trained(self, version_id: str) -> NluDomainVersion:
-        deadline = self._clock() + self.train_timeout_s
+        deadline = self._clock() + self.options.train_timeout_s
         while True:
             version = await self.client.get_version(self.domain, version_id)
             if version.training_status == "Trained":
@@ -150,19 +154,23 @@ class GenesysNluTarget:
                 raise DeployError(
                     self.name,
                     f"domain version {version_id} still {version.training_status} after "
-                    f"{self.train_timeout_s:.0f} s",
+                    f"{self.options.train_timeout_s:.0f} s",
                 )
-            await asyncio.sleep(self.poll_s)
+            await asyncio.sleep(self.options.poll_s)
 
     async def _gate(self, promotion: Promotion, version_id: str) -> None:
         report = await self.client.report(self.domain, version_id)
         f1 = report.metric("f1_score")
-        if f1 is None or f1 < self.f1_floor:
+        if f1 is None or f1 < self.options.f1_floor:
             raise DeployError(
-                self.name, f"the domain version's report f1_score {f1} is below {self.f1_floor}"
+                self.name,
+                f"the domain version's report f1_score {f1} is below {self.options.f1_floor}",
             )
         test = await version_rows(promotion, self.store_url, "test")
-        texts, labels = test.texts[-self.shadow_rows :], test.labels[-self.shadow_rows :]
+        texts, labels = (
+            test.texts[-self.options.shadow_rows :],
+            test.labels[-self.options.shadow_rows :],
+        )
         if not texts:
             return
         agreement = await self._agreement(version_id, texts, labels, promotion.key.language)

@@ -19,6 +19,8 @@ from contextlib import contextmanager
 from datetime import datetime
 from itertools import accumulate, pairwise
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from driftloop_common.contracts.errors import ConfigError, GenesysApiError
 from driftloop_common.genesys import GenesysClient
 from driftloop_common.storage import registry
@@ -29,8 +31,6 @@ log = logging.getLogger(__name__)
 
 NAME = "model-config"
 SPLITS = ("train", "validation")  # the rows a version learnt from
-CHUNK_SIZES = range(10, 51)  # interactions per upload (the guide: 10–50)
-CONCURRENCY = range(3, 6)  # uploads at once (Genesys: 3–5 concurrent calls)
 
 # What the target notes on the version (`Promotion.note`), per attempt.
 ROWS, CHUNKS, TRAINING_DATA_ID, ACTIVATED = "rows", "chunks", "training_data_id", "activated"
@@ -40,6 +40,16 @@ Interaction = dict[str, str]
 
 def chunk_key(i: int) -> str:
     return f"chunk.{i}"
+
+
+class ModelConfigOptions(BaseModel):
+    """How training data is uploaded (the promoter's settings carry them:
+    `DRIFTLOOP_ML_UPLOAD__CHUNK_SIZE`, …)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    chunk_size: int = Field(default=50, ge=10, le=50)  # interactions per upload (the guide)
+    concurrency: int = Field(default=4, ge=3, le=5)  # uploads at once (Genesys: 3–5 calls)
 
 
 class ModelConfigTarget:
@@ -83,21 +93,12 @@ class ModelConfigTarget:
         client: GenesysClient,
         model_id: str,
         store_url: str,
-        *,
-        chunk_size: int = 50,
-        concurrency: int = 4,
+        options: ModelConfigOptions | None = None,
     ) -> None:
-        if chunk_size not in CHUNK_SIZES:
-            raise ConfigError(f"model-config chunk_size must be 10–50, not {chunk_size}")
-        if concurrency not in CONCURRENCY:
-            raise ConfigError(f"model-config concurrency must be 3–5, not {concurrency}")
         if not model_id:
             raise ConfigError("model-config needs a model id")
-        self.client = client
-        self.model_id = model_id
-        self.store_url = store_url
-        self.chunk_size = chunk_size
-        self.concurrency = concurrency
+        self.client, self.model_id, self.store_url = client, model_id, store_url
+        self.options = options or ModelConfigOptions()
 
     # ------------------------------------------------------------------ prepare
 
@@ -116,7 +117,9 @@ class ModelConfigTarget:
             return
         rows = await self._rows(promotion)
         noted = promotion.noted(NAME, CHUNKS)  # absent: a crash came before any upload
-        chunks = _split(rows, int(noted) if noted else math.ceil(len(rows) / self.chunk_size))
+        chunks = _split(
+            rows, int(noted) if noted else math.ceil(len(rows) / self.options.chunk_size)
+        )
         todo = [i for i in range(len(chunks)) if promotion.noted(NAME, chunk_key(i)) is None]
         log.info(
             "%s v%s: uploading %d of %d chunks to model %s",
@@ -139,7 +142,7 @@ class ModelConfigTarget:
             if not rows:
                 raise DeployError(NAME, "the version's windows hold no labelled rows to upload")
             await promotion.note(NAME, ROWS, str(len(rows)))
-            await promotion.note(NAME, CHUNKS, str(math.ceil(len(rows) / self.chunk_size)))
+            await promotion.note(NAME, CHUNKS, str(math.ceil(len(rows) / self.options.chunk_size)))
             return rows
         noted = int(text)
         if len(rows) < noted:
@@ -200,7 +203,7 @@ class ModelConfigTarget:
 
         try:
             async with asyncio.TaskGroup() as group:
-                for _ in range(min(self.concurrency, len(todo))):
+                for _ in range(min(self.options.concurrency, len(todo))):
                     group.create_task(worker())
         except BaseExceptionGroup as failed:
             first = failed.exceptions[0]

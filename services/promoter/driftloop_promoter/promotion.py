@@ -99,19 +99,7 @@ class Promoter:
             await self._deploy(promotion, targets)
         except DeployError as exc:
             log.warning("%s v%s not promoted: %s", name, p.version, exc)
-            return [
-                event.follow_up(
-                    PromotionFailedEvent,
-                    producer=SERVICE,
-                    payload=PromotionFailed(
-                        registered_model=name,
-                        version=p.version,
-                        target=exc.target,
-                        error=exc.reason[:4000],
-                    ),
-                ),
-                self._audit(event, "promotion.failed", name, str(exc)[:1000]),
-            ]
+            return self._failed(event, name, p.version, exc, "promotion.failed")
         finally:
             await asyncio.gather(*(t.close() for t in targets))
         await self._make_champion(version, champion)
@@ -148,19 +136,16 @@ class Promoter:
     def _promoted(
         self, event: ModelEvaluatedEvent, version: ModelVersion, previous: int | None
     ) -> ModelPromotedEvent:
-        metrics = event.payload.metrics
-        return event.follow_up(
-            ModelPromotedEvent,
-            producer=SERVICE,
-            payload=ModelPromoted(
-                registered_model=version.name,
-                version=int(version.version),
-                previous_version=previous,
-                targets=self.targets_of(event.model_key),
-                confidence_at_promotion=metrics.get("confidence"),
-                expected_accuracy=metrics.get("challenger_accuracy"),
-            ),
+        measured = event.payload.metrics  # what the rollback-watcher compares live traffic with
+        payload = ModelPromoted(
+            registered_model=version.name,
+            version=int(version.version),
+            previous_version=previous,
+            targets=self.targets_of(event.model_key),
+            confidence_at_promotion=measured.get("confidence"),
+            expected_accuracy=measured.get("challenger_accuracy"),
         )
+        return event.follow_up(ModelPromotedEvent, producer=SERVICE, payload=payload)
 
     # --------------------------------------------------------------- rollback
 
@@ -190,16 +175,8 @@ class Promoter:
         try:
             await self._deploy(promotion, targets)
         except DeployError as exc:
-            return [
-                event.follow_up(
-                    PromotionFailedEvent,
-                    producer=SERVICE,
-                    payload=PromotionFailed(
-                        registered_model=name, version=wanted, target=exc.target, error=exc.reason
-                    ),
-                ),
-                self._audit(event, "rollback.failed", name, str(exc)[:1000]),
-            ]
+            log.warning("%s not rolled back to v%s: %s", name, wanted, exc)
+            return self._failed(event, name, wanted, exc, "rollback.failed")
         finally:
             await asyncio.gather(*(t.close() for t in targets))
         await self._set_tags(champion, {Tag.STATUS: ROLLED_BACK, Tag.ROLLED_BACK_TO: str(wanted)})
@@ -225,16 +202,13 @@ class Promoter:
     def _rolled_back(
         self, event: RollbackRequestedEvent, taken_back: ModelVersion, live: ModelVersion
     ) -> ModelRolledBackEvent:
-        return event.follow_up(
-            ModelRolledBackEvent,
-            producer=SERVICE,
-            payload=ModelRolledBack(
-                registered_model=live.name,
-                from_version=int(taken_back.version),
-                to_version=int(live.version),
-                reason=event.payload.reason,
-            ),
+        payload = ModelRolledBack(
+            registered_model=live.name,
+            from_version=int(taken_back.version),
+            to_version=int(live.version),
+            reason=event.payload.reason,
         )
+        return event.follow_up(ModelRolledBackEvent, producer=SERVICE, payload=payload)
 
     # --------------------------------------------------------------- MLflow
 
@@ -286,6 +260,18 @@ class Promoter:
         missing = kw.pop("missing", "not_found")
         with registry.translated(doing, uri=self.uri, missing=missing):
             return await asyncio.to_thread(fn, *args, **kw)
+
+    def _failed(
+        self, event: Event, name: str, version: int, exc: DeployError, action: str
+    ) -> list[Event]:
+        """`promotion.failed` naming the target and its error, and the audit of it."""
+        payload = PromotionFailed(
+            registered_model=name, version=version, target=exc.target, error=exc.reason[:4000]
+        )
+        return [
+            event.follow_up(PromotionFailedEvent, producer=SERVICE, payload=payload),
+            self._audit(event, action, name, str(exc)[:1000]),
+        ]
 
     def _audit(self, event: Event, action: str, subject: str, detail: str) -> AuditEvent:
         return event.follow_up(

@@ -29,15 +29,6 @@ from driftloop_promoter.targets import PredictorTarget, Target, targets_for
 Request = ModelEvaluatedEvent | RollbackRequestedEvent
 
 
-class PromoterMetrics:
-    def __init__(self, metrics: LoopMetrics) -> None:
-        self.outcomes = metrics.counter(
-            "outcomes_total",
-            "Promotions and rollbacks by model key and outcome (promoted, failed, …).",
-            ["model_key", "outcome"],
-        )
-
-
 class PromoterService(ServiceBase[Request]):
     topics = (topics.MODEL_EVALUATED, topics.ROLLBACK_REQUESTED)
 
@@ -60,7 +51,9 @@ class PromoterService(ServiceBase[Request]):
     def __init__(self, promoter: Promoter, metrics: LoopMetrics) -> None:
         self.promoter = promoter
         self.metrics = metrics
-        self.counts = PromoterMetrics(metrics)
+        self.outcomes = metrics.counter(
+            "outcomes_total", "Outcomes by model key and event type.", ["model_key", "outcome"]
+        )
 
     def decode(self, record: Record) -> Request:
         return decode_event(
@@ -74,7 +67,7 @@ class PromoterService(ServiceBase[Request]):
             events = await self.promoter.rollback(value)
         for event in events:
             if event.event_type != "audit":
-                self.counts.outcomes.labels(str(value.model_key), event.event_type).inc()
+                self.outcomes.labels(str(value.model_key), event.event_type).inc()
         return events
 
 
@@ -85,29 +78,18 @@ def build_target(
     of its own for the promotion, closed with the target)."""
     if name == "predictor":
         return PredictorTarget()
+
+    def client() -> GenesysClient:
+        return GenesysClient(settings.genesys, settings.genesys_client, metrics=metrics)
+
     if name == GENESYS_NLU:
         domain = _configured(settings.genesys_domains, key, "DRIFTLOOP_GENESYS_DOMAINS")
-        return GenesysNluTarget(
-            GenesysClient(settings.genesys, settings.genesys_client, metrics=metrics),
-            domain,
-            settings.store_url,
-            f1_floor=settings.genesys_f1_floor,
-            shadow_rows=settings.genesys_shadow_rows,
-            max_utterances=settings.genesys_max_utterances,
-            train_timeout_s=settings.genesys_train_timeout_s,
-            poll_s=settings.genesys_poll_s,
-        )
+        return GenesysNluTarget(client(), domain, settings.store_url, settings.genesys_nlu)
     if name == MODEL_CONFIG:
         model_id = _configured(settings.ml_models, key, "DRIFTLOOP_ML_MODELS")
-        return ModelConfigTarget(
-            GenesysClient(settings.genesys, settings.genesys_client, metrics=metrics),
-            model_id,
-            settings.store_url,
-        )
-    raise ConfigError(
-        f"unknown deploy target {name!r} for {key} (known: predictor, {GENESYS_NLU}, "
-        f"{MODEL_CONFIG})"
-    )
+        return ModelConfigTarget(client(), model_id, settings.store_url, settings.ml_upload)
+    known = ", ".join(("predictor", GENESYS_NLU, MODEL_CONFIG))
+    raise ConfigError(f"unknown deploy target {name!r} for {key} (known: {known})")
 
 
 def _configured(table: dict[str, str], key: ModelKey, variable: str) -> str:

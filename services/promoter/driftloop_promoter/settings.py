@@ -9,6 +9,8 @@ from driftloop_common.runtime.settings import (
     ServiceSettings,
     default_store_url,
 )
+from driftloop_promoter.genesys_nlu import GenesysNluOptions
+from driftloop_promoter.model_config import ModelConfigOptions
 
 
 class PromoterSettings(ServiceSettings):
@@ -24,12 +26,9 @@ class PromoterSettings(ServiceSettings):
     genesys: GenesysSettings = Field(default_factory=GenesysSettings)
     genesys_client: GenesysClientOptions = Field(default_factory=GenesysClientOptions)
     genesys_domains: dict[str, str] = Field(default_factory=dict)  # model key → NLU domain id
-    genesys_f1_floor: float = Field(default=0.7, ge=0, le=1)  # of the domain version's report
-    genesys_shadow_rows: int = Field(default=200, gt=0)  # newest labelled test rows detected
-    genesys_max_utterances: int = Field(default=200, gt=0)  # per intent in a domain version
-    genesys_train_timeout_s: float = Field(default=900.0, gt=0)
-    genesys_poll_s: float = Field(default=2.0, gt=0)
+    genesys_nlu: GenesysNluOptions = Field(default_factory=GenesysNluOptions)
     ml_models: dict[str, str] = Field(default_factory=dict)  # model-config API: key → modelId
+    ml_upload: ModelConfigOptions = Field(default_factory=ModelConfigOptions)
     # A promotion may wait minutes for a Genesys training: keep the group membership and
     # the heartbeat meanwhile, and note each record before handling it.
     max_poll_interval_ms: int = Field(default=1_800_000, gt=0)

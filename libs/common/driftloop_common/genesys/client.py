@@ -123,14 +123,10 @@ class GenesysMetrics:
             ["endpoint", "reason"],
         )
         self.in_flight = metrics.gauge("genesys_in_flight", "Genesys Cloud requests in flight.")
-        self.ratelimit_allowed = metrics.gauge(
-            "genesys_ratelimit_allowed", "inin-ratelimit-allowed of the latest answer."
-        )
-        self.ratelimit_count = metrics.gauge(
-            "genesys_ratelimit_count", "inin-ratelimit-count of the latest answer."
-        )
-        self.ratelimit_reset = metrics.gauge(
-            "genesys_ratelimit_reset_seconds", "inin-ratelimit-reset of the latest answer."
+        self.ratelimit = metrics.gauge(
+            "genesys_ratelimit",
+            "The latest answer's inin-ratelimit-* headers (allowed, count, reset in seconds).",
+            ["header"],
         )
 
 
@@ -613,14 +609,10 @@ class GenesysClient:
         return self._scrub(text or response.reason_phrase or "no message")
 
     def _read_rate_limit(self, response: httpx.Response) -> None:
-        for header, gauge in (
-            ("inin-ratelimit-allowed", self._metrics.ratelimit_allowed),
-            ("inin-ratelimit-count", self._metrics.ratelimit_count),
-            ("inin-ratelimit-reset", self._metrics.ratelimit_reset),
-        ):
-            value = _header_number(response, header)
+        for header in ("allowed", "count", "reset"):
+            value = _header_number(response, f"inin-ratelimit-{header}")
             if value is not None:
-                gauge.set(value)
+                self._metrics.ratelimit.labels(header).set(value)
 
     def _scrub(self, text: str) -> str:
         """`text` without the secret or any token, even when the redactor has been reset."""
