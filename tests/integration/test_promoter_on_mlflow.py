@@ -11,6 +11,8 @@ import pytest
 from mlflow import MlflowClient
 
 from driftloop_common.contracts.events import (
+    AuditEvent,
+    Event,
     ModelEvaluated,
     ModelEvaluatedEvent,
     ModelKey,
@@ -93,6 +95,13 @@ def promoter(uri: str, make: Callable[[str, Any], Any], names: list[str]) -> Pro
     return Promoter(uri, lambda key: names, make)
 
 
+def split(events: list[Event]) -> tuple[Event, Event, list[str]]:
+    """The outcome, its closing audit event, and the steps audited before them."""
+    *steps, outcome, closing = events
+    assert all(isinstance(e, AuditEvent) for e in steps) and isinstance(closing, AuditEvent)
+    return outcome, closing, [e.payload.action for e in steps]
+
+
 def champion(client: MlflowClient, key: ModelKey) -> str | None:
     found = registry.version_by_alias(client, key.registered_model, registry.CHAMPION)
     return found.version if found else None
@@ -109,7 +118,8 @@ async def test_a_first_champion_then_a_better_one_and_redeliveries_change_nothin
     p = promoter(mlflow_uri, lambda name, key: PredictorTarget(), ["predictor"])
 
     first = evaluated(key, 1)
-    [promoted, audit] = await p.promote(first)
+    promoted, audit, steps = split(await p.promote(first))
+    assert steps == ["predictor.prepared", "predictor.activated"]
     assert isinstance(promoted, ModelPromotedEvent)
     assert (promoted.payload.version, promoted.payload.previous_version) == (1, None)
     assert promoted.payload.expected_accuracy == 0.9
@@ -120,7 +130,7 @@ async def test_a_first_champion_then_a_better_one_and_redeliveries_change_nothin
     again = await p.promote(first)  # redelivered after the alias moved
     assert [e.event_id for e in again] == [promoted.event_id]
 
-    [second, _] = await p.promote(evaluated(key, 2))
+    second, _, _ = split(await p.promote(evaluated(key, 2)))
     assert (second.payload.version, second.payload.previous_version) == (2, 1)
     assert champion(client, key) == "2"
     assert (status(client, key, 1), status(client, key, 2)) == ("inactive", "champion")
@@ -142,7 +152,8 @@ async def test_a_target_that_refuses_leaves_the_champion_live_and_says_which(
     failing = promoter(
         mlflow_uri, lambda name, key: Recording(name, calls, fail="prepare"), ["genesys-nlu"]
     )
-    [failed, audit] = await failing.promote(evaluated(key, 2))
+    failed, audit, steps = split(await failing.promote(evaluated(key, 2)))
+    assert steps == []  # refused in its first step
     assert isinstance(failed, PromotionFailedEvent)
     assert (failed.payload.target, failed.payload.version) == ("genesys-nlu", 2)
     assert "training ended in Error" in failed.payload.error
@@ -162,7 +173,8 @@ async def test_a_failed_activation_switches_the_targets_already_activated_back(
     p = promoter(mlflow_uri, make, ["first", "second"])
     await p.promote(evaluated(key, 1))
     calls.clear()
-    [failed, _] = await p.promote(evaluated(key, 2))
+    failed, _, steps = split(await p.promote(evaluated(key, 2)))
+    assert steps == ["first.prepared", "second.prepared", "first.activated", "first.restored"]
     assert isinstance(failed, PromotionFailedEvent) and failed.payload.target == "second"
     assert calls == [
         "first.prepare v2",
@@ -187,7 +199,7 @@ async def test_a_promotion_killed_midway_resumes_from_its_notes_without_uploadin
         await p.promote(event)
     assert champion(client, key) is None  # nothing went live
 
-    [promoted, _] = await p.promote(event)  # the redelivery
+    promoted, _, _ = split(await p.promote(event))  # the redelivery
     assert isinstance(promoted, ModelPromotedEvent)
     assert calls == [
         "genesys-nlu.prepare v1",
@@ -207,7 +219,7 @@ async def test_a_rollback_restores_the_previous_champion_once_and_for_good(
     await p.promote(evaluated(key, 2))
 
     request = rollback(key)
-    [rolled, audit] = await p.rollback(request)
+    rolled, audit, _ = split(await p.rollback(request))
     assert isinstance(rolled, ModelRolledBackEvent)
     assert (rolled.payload.from_version, rolled.payload.to_version) == (2, 1)
     assert audit.payload.action == "model.rolled_back"

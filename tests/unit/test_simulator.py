@@ -371,6 +371,16 @@ async def test_domains_are_seeded_or_created_on_first_use(make_sim: Any) -> None
 
 
 # ------------------------------------------------------------------ model-config API
+async def test_a_chunk_sent_again_with_its_chunk_key_is_stored_once(sim: Sim) -> None:
+    chunk = {"modelId": "m1", "interactions": [{"text": "hi", "intent": "a"}] * 10}
+    first = await sim.api("POST", "/api/v2/ml/trainingdata", json={**chunk, "chunkKey": "k"})
+    again = await sim.api("POST", "/api/v2/ml/trainingdata", json={**chunk, "chunkKey": "k"})
+    other = await sim.api("POST", "/api/v2/ml/trainingdata", json={**chunk, "chunkKey": "j"})
+    assert first.json()["id"] == again.json()["id"] != other.json()["id"]
+    stats = await sim.stats()
+    assert (stats["uploads"], stats["repeated_uploads"]) == (2, 1)
+
+
 async def test_model_config_api_keeps_every_upload(sim: Sim) -> None:
     chunk = [{"text": f"interaction {i}", "intent": "billing"} for i in range(20)]
     ids = []

@@ -121,6 +121,7 @@ class Stats:
         self.calls: Counter[tuple[str, int]] = Counter()
         self.peak_in_flight = self.in_flight
         self.uploads = 0
+        self.repeated_uploads = 0  # a chunkKey seen before: answered with the first upload
         self.uploaded_interactions = 0
         self.tokens_issued = 0
         self.rate_limited = 0
@@ -144,6 +145,7 @@ class Stats:
             "in_flight": self.in_flight,
             "peak_in_flight": self.peak_in_flight,
             "uploads": self.uploads,
+            "repeated_uploads": self.repeated_uploads,
             "uploaded_interactions": self.uploaded_interactions,
             "tokens_issued": self.tokens_issued,
             "rate_limited": self.rate_limited,

@@ -280,6 +280,7 @@ class SimulatorState:
         self.stats = Stats()
         self.domains: dict[str, Domain] = {}
         self.training_data: dict[str, TrainingData] = {}
+        self._by_chunk_key: dict[str, TrainingData] = {}  # a client's idempotency key → upload
         self.models: dict[str, MlModel] = {}
         for domain_id in settings.domains:
             self.create_domain(domain_id=domain_id)
@@ -436,6 +437,10 @@ class SimulatorState:
             )
         if body.modelId is not None:
             self.model(body.modelId)
+        key = (body.model_extra or {}).get("chunkKey")
+        if key is not None and (earlier := self._by_chunk_key.get(str(key))) is not None:
+            self.stats.repeated_uploads += 1  # an idempotent retry: the same upload again
+            return earlier
         data = TrainingData(
             id=str(uuid.uuid4()),
             model_id=body.modelId,
@@ -444,6 +449,8 @@ class SimulatorState:
             date_created=self.now(),
         )
         self.training_data[data.id] = data
+        if key is not None:
+            self._by_chunk_key[str(key)] = data
         self.stats.uploads += 1
         self.stats.uploaded_interactions += len(data.interactions)
         return data

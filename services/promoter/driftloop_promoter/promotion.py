@@ -95,28 +95,37 @@ class Promoter:
             event.model_key, version, champion, str(event.event_id), self.client, self.uri
         )
         targets = [self.target(t, event.model_key) for t in self.targets_of(event.model_key)]
+        steps: list[str] = []
         try:
-            await self._deploy(promotion, targets)
+            await self._deploy(promotion, targets, steps)
         except DeployError as exc:
             log.warning("%s v%s not promoted: %s", name, p.version, exc)
-            return self._failed(event, name, p.version, exc, "promotion.failed")
+            failed = self._failed(event, name, p.version, exc, "promotion.failed")
+            return self._steps(event, name, f"v{p.version}", steps) + failed
         finally:
             await asyncio.gather(*(t.close() for t in targets))
         await self._make_champion(version, champion)
         log.info("%s v%s is champion (was %s)", name, p.version, _v(champion))
         return [
+            *self._steps(event, name, f"v{p.version}", steps),
             self._promoted(event, version, int(champion.version) if champion else None),
             self._audit(event, "model.promoted", name, f"v{p.version} (was {_v(champion)})"),
         ]
 
-    async def _deploy(self, promotion: Promotion, targets: Sequence[Target]) -> None:
+    async def _deploy(
+        self, promotion: Promotion, targets: Sequence[Target], steps: list[str]
+    ) -> None:
+        """Prepare on every target, then activate on every target; `steps` collects what
+        was done (each becomes an audit event), a failure included."""
         for target in targets:
             await target.prepare(promotion)
+            steps.append(f"{target.name}.prepared")
         activated: list[Target] = []
         try:
             for target in targets:
                 await target.activate(promotion)
                 activated.append(target)
+                steps.append(f"{target.name}.activated")
         except DeployError:
             if promotion.previous is not None:  # put the champion back where it was replaced
                 back = Promotion(
@@ -131,6 +140,7 @@ class Promoter:
                 for target in activated:
                     await target.prepare(back)
                     await target.activate(back)
+                    steps.append(f"{target.name}.restored")
             raise
 
     def _promoted(
@@ -172,11 +182,13 @@ class Promoter:
             event.model_key, back, champion, str(event.event_id), self.client, self.uri, gated=False
         )
         targets = [self.target(t, event.model_key) for t in self.targets_of(event.model_key)]
+        steps: list[str] = []
         try:
-            await self._deploy(promotion, targets)
+            await self._deploy(promotion, targets, steps)
         except DeployError as exc:
             log.warning("%s not rolled back to v%s: %s", name, wanted, exc)
-            return self._failed(event, name, wanted, exc, "rollback.failed")
+            failed = self._failed(event, name, wanted, exc, "rollback.failed")
+            return self._steps(event, name, f"v{wanted}", steps) + failed
         finally:
             await asyncio.gather(*(t.close() for t in targets))
         await self._set_tags(champion, {Tag.STATUS: ROLLED_BACK, Tag.ROLLED_BACK_TO: str(wanted)})
@@ -184,6 +196,7 @@ class Promoter:
         await self._set_tags(back, {Tag.STATUS: CHAMPION})
         log.info("%s rolled back from v%s to v%s", name, champion.version, wanted)
         return [
+            *self._steps(event, name, f"v{wanted}", steps),
             self._rolled_back(event, champion, back),
             self._audit(event, "model.rolled_back", name, f"v{champion.version} → v{wanted}"),
         ]
@@ -272,6 +285,10 @@ class Promoter:
             event.follow_up(PromotionFailedEvent, producer=SERVICE, payload=payload),
             self._audit(event, action, name, str(exc)[:1000]),
         ]
+
+    def _steps(self, event: Event, name: str, version: str, steps: list[str]) -> list[Event]:
+        """One audit event per target step (`genesys-nlu.prepared`, `….activated`)."""
+        return [self._audit(event, step, name, f"{version}: {step}") for step in steps]
 
     def _audit(self, event: Event, action: str, subject: str, detail: str) -> AuditEvent:
         return event.follow_up(
