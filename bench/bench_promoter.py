@@ -64,6 +64,7 @@ from typing import Any
 
 import httpx
 import numpy as np
+from mlflow import MlflowClient
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -275,8 +276,6 @@ class Bench:
         self.spans = Spans()
         self.clients = 0
         self.admin = httpx.Client(base_url=sim, timeout=10)
-        from mlflow import MlflowClient
-
         self.mlflow = MlflowClient(uri)
 
     def oauth_client(self) -> str:
@@ -399,15 +398,17 @@ class Bench:
                 self.admin.delete("/admin/faults").raise_for_status()
         return time.perf_counter() - started
 
-    def _http(self) -> httpx.Client:
-        http = httpx.Client(base_url=self.sim, timeout=30)
-        answer = http.post(
-            "/oauth/token",
-            data={"grant_type": "client_credentials"},
-            auth=(self.oauth_client(), SECRET),
-        )
-        http.headers["Authorization"] = f"Bearer {answer.raise_for_status().json()['access_token']}"
-        return http
+    @contextlib.contextmanager
+    def _http(self) -> Iterator[httpx.Client]:
+        with httpx.Client(base_url=self.sim, timeout=30) as http:
+            answer = http.post(
+                "/oauth/token",
+                data={"grant_type": "client_credentials"},
+                auth=(self.oauth_client(), SECRET),
+            )
+            token = answer.raise_for_status().json()["access_token"]
+            http.headers["Authorization"] = f"Bearer {token}"
+            yield http
 
     def _genesys_by_hand(self, language: str, rows: list[tuple[str, str]]) -> None:
         by_label: dict[str, list[str]] = defaultdict(list)

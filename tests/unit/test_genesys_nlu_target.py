@@ -116,6 +116,13 @@ async def test_a_redelivery_after_a_crash_resumes_the_same_draft(
     await t.close()
 
 
+async def test_a_version_whose_windows_hold_no_rows_is_refused(sim: Any, tmp_path: Path) -> None:
+    t = target(sim, str(tmp_path / "empty-store"))
+    with pytest.raises(DeployError, match="no labelled rows"):
+        await t.prepare(promotion(FakeMlflow()))
+    await t.close()
+
+
 async def test_a_training_that_ends_in_error_refuses_the_version(sim: Any, tmp_path: Path) -> None:
     store = str(tmp_path / "store")
     fill_store(store)

@@ -76,6 +76,8 @@ class GenesysNluTarget:
                 return  # published by an earlier run of this attempt: nothing left to prepare
             if promotion.noted(self.name, "uploaded") is None:
                 rows = await version_rows(promotion, self.store_url, "train", "validation")
+                if not rows.texts:
+                    raise DeployError(self.name, "the version's windows hold no labelled rows")
                 body = self.version_body(promotion, rows)
                 await self.client.update_version(self.domain, _id(draft), body)
                 count = sum(len(intent.utterances) for intent in body.intents)
