@@ -20,6 +20,7 @@ CLASSES = {
     "driftloop_trainer": "TrainerService",
     "driftloop_evaluator": "EvaluatorService",
     "driftloop_promoter": "PromoterService",
+    "driftloop_rollback_watcher": "RollbackWatcherService",
 }
 
 

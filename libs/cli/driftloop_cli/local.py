@@ -49,6 +49,7 @@ SERVICES: dict[str, str] = {
     "trainer": "driftloop_trainer.__main__",
     "evaluator": "driftloop_evaluator.__main__",
     "promoter": "driftloop_promoter.__main__",
+    "rollback-watcher": "driftloop_rollback_watcher.__main__",
 }
 """Service name → module with `main()`. Later services register here."""
 

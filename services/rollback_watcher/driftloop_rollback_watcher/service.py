@@ -1,0 +1,208 @@
+"""The rollback-watcher service: `RollbackWatcher` (watch.py) wired to the loop.
+
+Nothing is kept only in memory. At start-up (`on_start`, once logging and redaction are
+set up) the promotions and rollbacks of the last `history_hours` are read back from Kafka
+by timestamp, in event-time order, with our own earlier `rollback.requested` (not made
+twice); on every partition assignment the windows are rebuilt by seeking `predictions` to
+`now - window` (`offsets_for_times`), as the drift-monitor does. The loop commits offsets
+as it handles records; a state event it delivers again (a new group reading from the
+earliest offset, a redelivery) is recognised by its id and changes nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from driftloop_common.contracts import topics
+from driftloop_common.contracts.errors import PermanentError
+from driftloop_common.contracts.events import (
+    Event,
+    ModelKey,
+    ModelPromotedEvent,
+    ModelRolledBackEvent,
+    PredictionEvent,
+    RollbackRequestedEvent,
+    decode_event,
+)
+from driftloop_common.runtime.kafka import TopicPartition, read_since
+from driftloop_common.runtime.loop import Consumer, Record
+from driftloop_common.runtime.metrics import LoopMetrics
+from driftloop_common.runtime.service import ServiceBase
+from driftloop_common.runtime.settings import KafkaSettings
+from driftloop_rollback_watcher.settings import RollbackWatcherSettings
+from driftloop_rollback_watcher.watch import (
+    HOLD_REASONS,
+    IGNORE_REASONS,
+    SERVICE,
+    SIGNALS,
+    RollbackWatcher,
+)
+
+log = logging.getLogger(__name__)
+ACCEPTED = (PredictionEvent, ModelPromotedEvent, ModelRolledBackEvent)
+TOPICS = (topics.PREDICTIONS, topics.MODEL_PROMOTED, topics.MODEL_ROLLED_BACK)
+# Predictions are stamped by their producer a moment before Kafka stamps them: seek a
+# little further back than the window (older ones are left out by event time).
+SEEK_SLACK = timedelta(minutes=1)
+
+
+class WatchMetrics:
+    def __init__(self, metrics: LoopMetrics) -> None:
+        self.expected_accuracy = metrics.gauge(
+            "expected_accuracy",
+            "Label-free accuracy estimate of the live version: the window's mean top-class "
+            "probability (CBPE; assumes calibrated probabilities).",
+            ["model_key"],
+        )
+        self.window_confidence = metrics.gauge(
+            "window_mean_confidence", "Mean confidence of the live version's window.", ["model_key"]
+        )
+        self.window_predictions = metrics.gauge(
+            "window_predictions", "Predictions in the live version's window.", ["model_key"]
+        )
+        self.reference_confidence = metrics.gauge(
+            "reference_confidence", "Mean confidence its promotion recorded.", ["model_key"]
+        )
+        self.reference_accuracy = metrics.gauge(
+            "reference_accuracy", "Accuracy its promotion recorded.", ["model_key"]
+        )
+        self.live_version = metrics.gauge(
+            "live_version", "The version the watcher holds as live.", ["model_key"]
+        )
+        self.ignored = metrics.counter(
+            "ignored_predictions_total",
+            "Predictions left out of a window, by reason (no_live_version, other_version, stale).",
+            ["model_key", "reason"],
+        )
+        self.held = metrics.counter(
+            "held_total",
+            "Full windows that decided nothing, by reason (cooldown, no_reference).",
+            ["model_key", "reason"],
+        )
+        self.requested = metrics.counter(
+            "rollbacks_requested_total",
+            "Rollbacks requested, by the signal that fired (confidence, estimate).",
+            ["model_key", "signal"],
+        )
+        self._counted: dict[object, int] = {}  # what the watcher's counters were last time
+
+    def update(self, watcher: RollbackWatcher, key: ModelKey) -> None:
+        label = str(key)
+        live = watcher.keys.get(key)
+        if live is not None:
+            self.live_version.labels(label).set(live.version)
+            self.window_predictions.labels(label).set(len(live.window))
+            ref = live.reference
+            if ref is not None and ref.confidence is not None:
+                self.reference_confidence.labels(label).set(ref.confidence)
+            if ref is not None and ref.accuracy is not None:
+                self.reference_accuracy.labels(label).set(ref.accuracy)
+        check = watcher.last_checks.get(key)
+        for gauge in (self.expected_accuracy, self.window_confidence):
+            if check is not None:
+                gauge.labels(label).set(check.mean)
+            else:  # a new live version has no window yet: no estimate, not the old one's
+                with contextlib.suppress(KeyError):
+                    gauge.remove(label)
+        for reason in IGNORE_REASONS:
+            self._inc(self.ignored.labels(label, reason), watcher.ignored, (key, reason))
+        for reason in HOLD_REASONS:
+            self._inc(self.held.labels(label, reason), watcher.held, (key, reason))
+        for signal in SIGNALS:
+            self._inc(self.requested.labels(label, signal), watcher.requested, (key, signal))
+
+    def _inc(self, counter: Any, totals: dict[Any, int], name: object) -> None:
+        """Bring `counter` up to the watcher's running total for `name`."""
+        total = totals.get(name, 0)
+        if total > self._counted.get(name, 0):
+            counter.inc(total - self._counted.get(name, 0))
+            self._counted[name] = total
+
+
+class RollbackWatcherService(ServiceBase[Event]):
+    """Glue between the loop and `RollbackWatcher`: history, seeks and metrics."""
+
+    topics = TOPICS
+
+    @classmethod
+    def from_settings(cls, settings: RollbackWatcherSettings) -> RollbackWatcherService:
+        return cls(settings)
+
+    def __init__(self, settings: RollbackWatcherSettings) -> None:
+        self.settings = settings
+        self.watcher = RollbackWatcher(settings)
+        self.metrics = LoopMetrics(settings.service_name)
+        self.watch_metrics = WatchMetrics(self.metrics)
+        self.restored = 0
+
+    def decode(self, record: Record) -> Event:
+        return decode_event(record.value or b"", expected=ACCEPTED)
+
+    async def handle(self, event: Event) -> Sequence[Event]:
+        outputs: list[Event] = []
+        if isinstance(event, PredictionEvent):
+            outputs = self.watcher.observe(event)
+        elif isinstance(event, ModelPromotedEvent | ModelRolledBackEvent):
+            self.watcher.apply(event)
+        self.watch_metrics.update(self.watcher, event.model_key)
+        return outputs
+
+    async def on_start(self) -> None:
+        """Before the loop consumes: what is live, and what we requested, from Kafka."""
+        since = datetime.now(UTC) - self.settings.history
+        self.restored = await restore_history(self.settings.kafka, self.watcher, since)
+        for key in list(self.watcher.keys):
+            self.watch_metrics.update(self.watcher, key)
+
+    async def on_assigned(self, consumer: Consumer, assigned: set[TopicPartition]) -> None:
+        """Rebuild the windows from Kafka by timestamp, so a restart changes no decision."""
+        predictions = [tp for tp in assigned if tp.topic == topics.PREDICTIONS]
+        if not predictions:
+            return
+        self.watcher.reset_windows()
+        since = datetime.now(UTC) - self.settings.window - SEEK_SLACK
+        found = await consumer.offsets_for_times(
+            {tp: int(since.timestamp() * 1000) for tp in predictions}
+        )
+        for tp in predictions:
+            position = found.get(tp)
+            if position is None:
+                await consumer.seek_to_end(tp)
+            else:
+                consumer.seek(tp, position.offset)
+        log.info(
+            "rebuilding confidence windows from %s (%d state events restored)",
+            since.isoformat(),
+            self.restored,
+        )
+
+
+async def restore_history(kafka: KafkaSettings, watcher: RollbackWatcher, since: datetime) -> int:
+    """Apply the promotions and rollbacks since `since` in event-time order, and remember
+    our own rollback requests; the number of state events applied."""
+    changes: list[ModelPromotedEvent | ModelRolledBackEvent] = []
+    for topic in (topics.MODEL_PROMOTED, topics.MODEL_ROLLED_BACK, topics.ROLLBACK_REQUESTED):
+        history = read_since(kafka, topic, since, client_id=f"{SERVICE}-history")
+        async with contextlib.aclosing(history) as records:
+            async for record in records:
+                try:
+                    event = decode_event(
+                        record.value or b"",
+                        expected=(ModelPromotedEvent, ModelRolledBackEvent, RollbackRequestedEvent),
+                    )
+                except PermanentError:
+                    continue  # someone else's DLQ problem
+                if isinstance(event, RollbackRequestedEvent):
+                    if event.producer == SERVICE:
+                        watcher.remember_request(event)
+                elif isinstance(event, ModelPromotedEvent | ModelRolledBackEvent):
+                    changes.append(event)
+    changes.sort(key=lambda e: e.occurred_at)  # stable: a partition's order breaks ties
+    for event in changes:
+        watcher.apply(event)
+    log.info("restored %d promotions and rollbacks since %s", len(changes), since.isoformat())
+    return len(changes)
