@@ -19,8 +19,8 @@ Run:  .venv/bin/python bench/bench_promoter.py [--rows 900] [--repeats 5] [--sto
    them alike. A promotion that raises `RetryableError` is run again after the service
    loop's backoff (`RetryPolicy`), as the service would: that is how a storm longer than
    the client's 10 waits per call ends.
-3. Each promotion gets an OAuth client of its own (a full rate-limit bucket, as after a
-   quiet period: promotions are hours apart).
+3. Each promotion (with its retries) gets an OAuth client of its own: a full rate-limit
+   bucket, as after a quiet period (promotions are hours apart).
 
 The steps are timed by wrapping the targets' methods and the promoter's alias move
 (exclusive times: a step's time excludes the steps timed inside it): draft (create the
@@ -105,6 +105,9 @@ class Spans:
     out of it), the intervals of the train wait, and the intervals of the 429 waits."""
 
     def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
         self.totals: dict[str, float] = defaultdict(float)
         self.train: list[Interval] = []
         self.waits: list[Interval] = []
@@ -275,6 +278,7 @@ class Bench:
         self.retry_after = retry_after
         self.spans = Spans()
         self.clients = 0
+        self.client_id = self.oauth_client()  # one per promotion, its retries included
         self.admin = httpx.Client(base_url=sim, timeout=10)
         self.mlflow = MlflowClient(uri)
 
@@ -284,7 +288,7 @@ class Bench:
 
     def genesys(self) -> GenesysClient:
         settings = GenesysSettings(
-            client_id=self.oauth_client(), client_secret=SECRET, api_base_url=self.sim
+            client_id=self.client_id, client_secret=SECRET, api_base_url=self.sim
         )
         return GenesysClient(settings, sleep=self.spans.sleep)
 
@@ -340,7 +344,9 @@ class Bench:
                 registered_model=scenario.key.registered_model, version=version, passed=True
             ),
         )
-        self.spans = spans = Spans()
+        spans = self.spans  # the promoter's wrappers hold on to this one
+        spans.reset()
+        self.client_id = self.oauth_client()
         self.admin.delete("/admin/stats").raise_for_status()
         if scenario.storm:
             self.faults(storm_429=scenario.storm, storm_retry_after_s=self.retry_after)
@@ -444,7 +450,7 @@ class Bench:
                     json={"modelId": model, "interactions": interactions[i : i + 50]},
                 )
                 .raise_for_status()
-                .json()["trainingDataId"]
+                .json()["id"]
                 for i in range(0, len(interactions), 50)
             ]
             patch = {"trainingDataId": ids[0], "status": "ACTIVE", "version": str(version)}
@@ -512,7 +518,7 @@ async def run(args: argparse.Namespace) -> None:
                 f"predictor + model-config, {storm}", scenarios[2].targets, "en-ms", args.storm
             ),
         ]
-    clients = (args.repeats + 1) * len(scenarios) * 2 + 4
+    clients = (args.repeats + 1) * len(scenarios) * 2 + 8
     with tempfile.TemporaryDirectory() as tmp:
         store = str(Path(tmp) / "store")
         started = time.perf_counter()
