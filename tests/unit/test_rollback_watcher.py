@@ -26,8 +26,8 @@ from driftloop_common.contracts.events import (
     RollbackRequestedEvent,
     decode_event,
 )
+from driftloop_common.runtime import kafka as kafka_module
 from driftloop_common.runtime.loop import RetryPolicy, ServiceLoop
-from driftloop_rollback_watcher import service as service_module
 from driftloop_rollback_watcher.service import RollbackWatcherService
 from driftloop_rollback_watcher.settings import RollbackWatcherSettings
 from driftloop_rollback_watcher.watch import ConfidenceWindow, RollbackWatcher, WatchConfig
@@ -355,7 +355,7 @@ async def test_start_up_rebuilds_what_is_live_from_the_history_in_time_order(
             yield FakeRecord(topic, 0, 0, event.to_bytes())
         yield FakeRecord(topic, 0, 1, b"not json")  # skipped
 
-    monkeypatch.setattr(service_module, "read_since", read_since)
+    monkeypatch.setattr(kafka_module, "read_since", read_since)  # what events_since reads
     service = RollbackWatcherService(settings())
     await service.on_start()
     live = service.watcher.keys[EN]

@@ -31,7 +31,7 @@ from typing import Any
 from threadpoolctl import threadpool_limits
 
 from driftloop_common.contracts import topics
-from driftloop_common.contracts.errors import PermanentError, RetryableError
+from driftloop_common.contracts.errors import RetryableError
 from driftloop_common.contracts.events import (
     EncoderInfo,
     Event,
@@ -44,8 +44,8 @@ from driftloop_common.contracts.events import (
 )
 from driftloop_common.ml.encoder import MODEL_ID
 from driftloop_common.runtime.app import ReadyCheck
-from driftloop_common.runtime.kafka import TopicPartition, read_since
-from driftloop_common.runtime.loop import Consumer, Record
+from driftloop_common.runtime.kafka import TopicPartition, events_since
+from driftloop_common.runtime.loop import Consumer, Record, seek_to_time
 from driftloop_common.runtime.metrics import LoopMetrics
 from driftloop_common.runtime.service import ServiceBase
 from driftloop_common.runtime.settings import KafkaSettings
@@ -259,15 +259,7 @@ class DriftMonitorService(ServiceBase[Event]):
             self._ready.clear()  # recomputed by the replay (same decision ids)
             self.monitor.reset_windows()
         since = datetime.now(UTC) - timedelta(hours=self.settings.window_hours + 1)
-        found = await consumer.offsets_for_times(
-            {tp: int(since.timestamp() * 1000) for tp in embedded}
-        )
-        for tp in embedded:
-            position = found.get(tp)
-            if position is None:
-                await consumer.seek_to_end(tp)
-            else:
-                consumer.seek(tp, position.offset)
+        await seek_to_time(consumer, embedded, since)
         log.info(
             "rebuilding drift windows from %s (%d earlier training requests restored)",
             since.isoformat(),
@@ -278,13 +270,15 @@ class DriftMonitorService(ServiceBase[Event]):
 async def restore_history(kafka: KafkaSettings, monitor: DriftMonitor, since: datetime) -> int:
     """Read our own recent `training.requested` events: cooldowns and requested intents."""
     restored = 0
-    history = read_since(kafka, topics.TRAINING_REQUESTED, since, client_id=f"{SERVICE}-history")
-    async with contextlib.aclosing(history) as records:
-        async for record in records:
-            try:
-                event = decode_event(record.value or b"", expected=(TrainingRequestedEvent,))
-            except PermanentError:
-                continue  # someone else's DLQ problem
+    history = events_since(
+        kafka,
+        topics.TRAINING_REQUESTED,
+        since,
+        client_id=f"{SERVICE}-history",
+        expected=(TrainingRequestedEvent,),
+    )
+    async with contextlib.aclosing(history) as events:
+        async for event in events:
             if event.producer == SERVICE:
                 p = event.payload
                 monitor.remember_request(event.model_key, p.as_of or event.occurred_at, p.new_label)

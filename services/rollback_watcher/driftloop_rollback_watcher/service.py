@@ -18,7 +18,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from driftloop_common.contracts import topics
-from driftloop_common.contracts.errors import PermanentError
 from driftloop_common.contracts.events import (
     Event,
     ModelKey,
@@ -28,8 +27,8 @@ from driftloop_common.contracts.events import (
     RollbackRequestedEvent,
     decode_event,
 )
-from driftloop_common.runtime.kafka import TopicPartition, read_since
-from driftloop_common.runtime.loop import Consumer, Record
+from driftloop_common.runtime.kafka import TopicPartition, events_since
+from driftloop_common.runtime.loop import Consumer, Record, seek_to_time
 from driftloop_common.runtime.metrics import LoopMetrics
 from driftloop_common.runtime.service import ServiceBase
 from driftloop_common.runtime.settings import KafkaSettings
@@ -165,15 +164,7 @@ class RollbackWatcherService(ServiceBase[Event]):
             return
         self.watcher.reset_windows()
         since = datetime.now(UTC) - self.settings.window - SEEK_SLACK
-        found = await consumer.offsets_for_times(
-            {tp: int(since.timestamp() * 1000) for tp in predictions}
-        )
-        for tp in predictions:
-            position = found.get(tp)
-            if position is None:
-                await consumer.seek_to_end(tp)
-            else:
-                consumer.seek(tp, position.offset)
+        await seek_to_time(consumer, predictions, since)
         log.info(
             "rebuilding confidence windows from %s (%d state events restored)",
             since.isoformat(),
@@ -185,21 +176,17 @@ async def restore_history(kafka: KafkaSettings, watcher: RollbackWatcher, since:
     """Apply the promotions and rollbacks since `since` in event-time order, and remember
     our own rollback requests; the number of state events applied."""
     changes: list[ModelPromotedEvent | ModelRolledBackEvent] = []
+    expected = (ModelPromotedEvent, ModelRolledBackEvent, RollbackRequestedEvent)
     for topic in (topics.MODEL_PROMOTED, topics.MODEL_ROLLED_BACK, topics.ROLLBACK_REQUESTED):
-        history = read_since(kafka, topic, since, client_id=f"{SERVICE}-history")
-        async with contextlib.aclosing(history) as records:
-            async for record in records:
-                try:
-                    event = decode_event(
-                        record.value or b"",
-                        expected=(ModelPromotedEvent, ModelRolledBackEvent, RollbackRequestedEvent),
-                    )
-                except PermanentError:
-                    continue  # someone else's DLQ problem
+        history = events_since(
+            kafka, topic, since, client_id=f"{SERVICE}-history", expected=expected
+        )
+        async with contextlib.aclosing(history) as events:
+            async for event in events:
                 if isinstance(event, RollbackRequestedEvent):
                     if event.producer == SERVICE:
                         watcher.remember_request(event)
-                elif isinstance(event, ModelPromotedEvent | ModelRolledBackEvent):
+                else:
                     changes.append(event)
     changes.sort(key=lambda e: e.occurred_at)  # stable: a partition's order breaks ties
     for event in changes:

@@ -14,22 +14,26 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from datetime import datetime
+from typing import TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
 
-from driftloop_common.contracts.errors import ConfigError, RetryableError
+from driftloop_common.contracts.errors import ConfigError, PermanentError, RetryableError
+from driftloop_common.contracts.events import Event, decode_event
 from driftloop_common.contracts.topics import ALL_TOPICS, DLQ_SUFFIX, TOPIC_CONFIGS, dlq
 from driftloop_common.runtime.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
+E = TypeVar("E", bound=Event)
 
 __all__ = [
     "ConsumerRecord",
     "TopicPartition",
     "cluster_answers",
     "create_topics",
+    "events_since",
     "follow",
     "kafka_errors",
     "make_consumer",
@@ -224,6 +228,25 @@ async def read_since(
                             yield record
         finally:
             await consumer.stop()
+
+
+async def events_since(
+    settings: KafkaSettings,
+    topic: str,
+    since: datetime,
+    *,
+    client_id: str,
+    expected: tuple[type[E], ...],
+) -> AsyncIterator[E]:
+    """The events of `expected` types on `topic` since `since` (see `read_since`); records
+    that are not such an event are skipped: they are someone else's dead letters."""
+    history = read_since(settings, topic, since, client_id=client_id)
+    async with contextlib.aclosing(history) as records:
+        async for record in records:
+            try:
+                yield decode_event(record.value or b"", expected=expected)
+            except PermanentError:
+                continue
 
 
 async def follow(

@@ -121,6 +121,22 @@ class Consumer(Protocol):
     async def seek_to_end(self, *partitions: TopicPartition) -> None: ...
 
 
+async def seek_to_time(
+    consumer: Consumer, partitions: list[TopicPartition], since: datetime
+) -> None:
+    """Position each partition at its first record at or after `since` (at its end when it
+    has none): how a service rebuilds in-memory windows from Kafka after a restart."""
+    found = await consumer.offsets_for_times(
+        {tp: int(since.timestamp() * 1000) for tp in partitions}
+    )
+    for tp in partitions:
+        position = found.get(tp)
+        if position is None:
+            await consumer.seek_to_end(tp)
+        else:
+            consumer.seek(tp, position.offset)
+
+
 class Producer(Protocol):
     """What the loop needs of a producer (aiokafka's `AIOKafkaProducer` fits): `send`
     returns a future that resolves once the broker acknowledged the record."""
