@@ -21,6 +21,7 @@ CLASSES = {
     "driftloop_evaluator": "EvaluatorService",
     "driftloop_promoter": "PromoterService",
     "driftloop_rollback_watcher": "RollbackWatcherService",
+    "driftloop_predictor": "PredictorService",
 }
 
 

@@ -50,6 +50,7 @@ SERVICES: dict[str, str] = {
     "evaluator": "driftloop_evaluator.__main__",
     "promoter": "driftloop_promoter.__main__",
     "rollback-watcher": "driftloop_rollback_watcher.__main__",
+    "predictor": "driftloop_predictor.__main__",
 }
 """Service name → module with `main()`. Later services register here."""
 

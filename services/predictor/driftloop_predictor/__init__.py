@@ -1,0 +1,1 @@
+"""The predictor: serves each model key's champion over the Open Inference Protocol v2."""

@@ -1,0 +1,206 @@
+"""The Open Inference Protocol v2 (KServe, Seldon MLServer, Triton) over the served models.
+
+    GET  /v2/health/live               {"live": true}
+    GET  /v2/health/ready              {"ready": bool}            (503 while a model is missing)
+    GET  /v2/models/{name}             metadata: name, versions, platform, inputs, outputs
+    GET  /v2/models/{name}/ready       {"name", "ready"}
+    POST /v2/models/{name}[/versions/{v}]/infer
+
+A text model takes one `BYTES` input named `text` of shape `[N]` (or `[N, 1]`) and
+answers `label` (BYTES) and `confidence` (FP32), with `model_version` always; with
+`parameters.top_k` = k also `top_k_labels` and `top_k_confidences` of shape `[N, k]`;
+`parameters.conversation_id` goes into the `prediction` events. `name` is the registered
+model (`intent-en-us`). Errors are 4xx (503 while not loaded, 500 when the model itself
+fails) with `{"error": "…"}`. With an API token set, the `/v2/models` routes need
+`Authorization: Bearer <token>` (compared in constant time); the health routes stay open
+for probes. Bodies above `max_body_bytes` → 413, more than `max_batch` inputs → 422.
+Texts are never logged.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from driftloop_common.contracts.events import describe_validation_error
+from driftloop_predictor.batching import Scored
+from driftloop_predictor.guards import ErrorRoute, Guards, OipError
+from driftloop_predictor.models import Loaded
+
+__all__ = ["InferRequest", "OnPredictions", "oip_router"]
+
+log = logging.getLogger(__name__)
+
+PLATFORM = "mlflow_pyfunc"
+TEXT_INPUT = "text"
+
+
+class InferInput(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    name: str
+    shape: list[int] = Field(min_length=1, max_length=2)
+    datatype: str
+    data: list[Any]
+    parameters: dict[str, Any] | None = None
+
+
+class InferRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    id: str | None = None
+    parameters: dict[str, Any] | None = None
+    inputs: list[InferInput] = Field(min_length=1)
+
+
+OnPredictions = Callable[[Loaded, list[str], list[float], str | None], None]
+
+
+def texts_of(request: InferRequest, max_batch: int) -> list[str]:
+    """The texts of a request; `OipError` (400 / 422) naming what is wrong."""
+    inputs = [i for i in request.inputs if i.name == TEXT_INPUT]
+    if len(inputs) != 1:
+        names = [i.name for i in request.inputs]
+        raise OipError(400, f"expected one input named {TEXT_INPUT!r}, got {names}")
+    text = inputs[0]
+    if text.datatype != "BYTES":
+        raise OipError(400, f"input {TEXT_INPUT!r} must have datatype BYTES, not {text.datatype}")
+    if len(text.shape) == 2 and text.shape[1] != 1:
+        raise OipError(400, f"input {TEXT_INPUT!r} must have shape [N] or [N, 1], got {text.shape}")
+    n = text.shape[0]
+    if n > max_batch or len(text.data) > max_batch:
+        raise OipError(422, f"at most {max_batch} inputs per request, got {max(n, len(text.data))}")
+    data = [d[0] if isinstance(d, list) and len(d) == 1 else d for d in text.data]
+    if n != len(data):
+        raise OipError(400, f"input {TEXT_INPUT!r} has shape {text.shape} but {len(data)} values")
+    if not all(isinstance(d, str) for d in data):
+        raise OipError(400, f"input {TEXT_INPUT!r} must hold strings")
+    if n == 0:
+        raise OipError(400, f"input {TEXT_INPUT!r} is empty")
+    return data
+
+
+def top_k_of(request: InferRequest) -> int:
+    """`parameters.top_k` (0: not asked for)."""
+    value = (request.parameters or {}).get("top_k", 0)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise OipError(400, "parameters.top_k must be a non-negative integer")
+    return value
+
+
+def top_k_outputs(scored: Scored, k: int) -> list[dict[str, Any]]:
+    """`top_k_labels` (BYTES) and `top_k_confidences` (FP32), each of shape `[N, k]`,
+    row-major flat as the protocol sends tensors, best first; k above the model's classes
+    is cut to them."""
+    if scored.proba is None:
+        raise OipError(400, "this model gives no class probabilities: top_k is not available")
+    k = min(k, len(scored.classes))
+    order = np.argsort(-scored.proba, axis=1, kind="stable")[:, :k]
+    n = len(order)
+    labels = [scored.classes[i] for row in order for i in row]
+    confidences = np.take_along_axis(scored.proba, order, axis=1).ravel().tolist()
+    return [
+        {"name": "top_k_labels", "shape": [n, k], "datatype": "BYTES", "data": labels},
+        {"name": "top_k_confidences", "shape": [n, k], "datatype": "FP32", "data": confidences},
+    ]
+
+
+def conversation_of(request: InferRequest) -> str | None:
+    value = (request.parameters or {}).get("conversation_id")
+    return str(value) if isinstance(value, str | int) and value != "" else None
+
+
+def oip_router(guards: Guards, on_predictions: OnPredictions) -> APIRouter:
+    models, limits = guards.models, guards.limits
+    router = APIRouter(route_class=ErrorRoute)
+    authorize, model = guards.authorize, guards.model
+
+    async def body(request: Request) -> InferRequest:
+        raw = await guards.read(request)
+        try:
+            return InferRequest.model_validate_json(raw)
+        except ValidationError as exc:
+            raise OipError(400, describe_validation_error(exc)) from None
+
+    async def infer(request: Request, name: str, version: int | None) -> JSONResponse:
+        authorize(request)
+        loaded = model(name)
+        if version is not None and version != loaded.version:
+            raise OipError(404, f"{name} v{version} is not served; v{loaded.version} is")
+        parsed = await body(request)
+        texts = texts_of(parsed, limits.max_batch)
+        k = top_k_of(parsed)
+        try:
+            scored = await loaded.score(texts)
+        except Exception as exc:  # the model's own failure: named by type, never its text
+            log.error("%s v%s failed on a batch: %s", name, loaded.version, type(exc).__name__)
+            raise OipError(500, f"{name} v{loaded.version} failed on this request") from None
+        on_predictions(loaded, scored.labels, scored.confidences, conversation_of(parsed))
+        n = len(texts)
+        confidences = scored.confidences
+        answer: dict[str, Any] = {
+            "model_name": name,
+            "model_version": str(loaded.version),
+            "outputs": [
+                {"name": "label", "shape": [n], "datatype": "BYTES", "data": scored.labels},
+                {"name": "confidence", "shape": [n], "datatype": "FP32", "data": confidences},
+            ],
+        }
+        if k:
+            answer["outputs"] += top_k_outputs(scored, k)
+        if parsed.id is not None:
+            answer["id"] = parsed.id
+        return JSONResponse(answer)
+
+    @router.get("/v2/health/live")
+    async def live() -> JSONResponse:
+        return JSONResponse({"live": True})
+
+    @router.get("/v2/health/ready")
+    async def ready() -> JSONResponse:
+        ok = models.all_loaded()
+        return JSONResponse({"ready": ok}, status_code=200 if ok else 503)
+
+    @router.get("/v2/models/{name}")
+    async def metadata(request: Request, name: str) -> JSONResponse:
+        authorize(request)
+        loaded = model(name)
+        return JSONResponse(
+            {
+                "name": name,
+                "versions": [str(loaded.version)],
+                "platform": PLATFORM,
+                "inputs": [{"name": TEXT_INPUT, "datatype": "BYTES", "shape": [-1]}],
+                "outputs": [
+                    {"name": "label", "datatype": "BYTES", "shape": [-1]},
+                    {"name": "confidence", "datatype": "FP32", "shape": [-1]},
+                ],
+                "parameters": {"model_key": str(loaded.key)},
+            }
+        )
+
+    @router.get("/v2/models/{name}/ready")
+    async def model_ready(request: Request, name: str) -> JSONResponse:
+        authorize(request)
+        if models.key_of(name) is None:
+            raise OipError(404, f"no model {name!r} here; served: {sorted(models.keys)}")
+        ok = models.live(name) is not None
+        return JSONResponse({"name": name, "ready": ok}, status_code=200 if ok else 503)
+
+    @router.post("/v2/models/{name}/infer")
+    async def infer_live(request: Request, name: str) -> JSONResponse:
+        return await infer(request, name, None)
+
+    @router.post("/v2/models/{name}/versions/{version}/infer")
+    async def infer_version(request: Request, name: str, version: str) -> JSONResponse:
+        if not version.isdigit():
+            raise OipError(400, f"a version is a positive integer, not {version!r}")
+        return await infer(request, name, int(version))
+
+    return router
