@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
-import mlflow.pyfunc
 from pydantic import Field
 
 from driftloop_common.contracts.errors import PermanentError
@@ -122,17 +121,7 @@ class Evaluator:
     # ------------------------------------------------------------- internals
 
     def _load(self, name: str, version: str) -> Any:
-        with registry.translated(
-            f"loading {name} v{version}", uri=self.uri, missing="version_not_found"
-        ):
-            try:
-                loaded = mlflow.pyfunc.load_model(f"models:/{name}/{version}")
-            except ImportError as exc:  # pickled against code this release no longer has
-                raise PermanentError(
-                    f"{name} v{version} cannot be loaded by this release: {exc}",
-                    code="unloadable_version",
-                ) from exc
-        return loaded.unwrap_python_model()
+        return registry.load_version(self.uri, name, version)
 
     def _record(
         self, challenger: Any, champion: Any, outcome: Outcome, event: ModelTrainedEvent

@@ -5,9 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import mlflow
-import mlflow.pyfunc
 
-from driftloop_common.contracts.errors import PermanentError
 from driftloop_common.runtime.settings import MlflowSettings
 from driftloop_common.storage import registry
 
@@ -27,14 +25,4 @@ class MlflowLoader:
         return None if version is None else int(version.version)
 
     def load(self, name: str, version: int) -> Any:
-        with registry.translated(
-            f"loading {name} v{version}", uri=self.uri, missing="version_not_found"
-        ):
-            try:
-                loaded = mlflow.pyfunc.load_model(f"models:/{name}/{version}")
-            except ImportError as exc:  # pickled against code this release no longer has
-                raise PermanentError(
-                    f"{name} v{version} cannot be loaded by this release: {exc}",
-                    code="unloadable_version",
-                ) from exc
-        return loaded.unwrap_python_model()
+        return registry.load_version(self.uri, name, version)

@@ -20,7 +20,7 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from driftloop_common.contracts.errors import DriftloopError, PermanentError, RetryableError
 from driftloop_common.runtime.logs import MASK, mask, safe_uri
@@ -178,6 +178,23 @@ def client(tracking_uri: str, registry_uri: str | None = None) -> MlflowClient:
     from mlflow import MlflowClient
 
     return MlflowClient(tracking_uri=tracking_uri, registry_uri=registry_uri)
+
+
+def load_version(tracking_uri: str, name: str, version: str | int) -> Any:
+    """The Python model of `models:/name/version` (`mlflow.set_tracking_uri` done by the
+    caller), its errors translated; a version pickled against code this release no longer
+    has is a permanent `unloadable_version`."""
+    import mlflow.pyfunc
+
+    with translated(f"loading {name} v{version}", uri=tracking_uri, missing="version_not_found"):
+        try:
+            loaded = mlflow.pyfunc.load_model(f"models:/{name}/{version}")
+        except ImportError as exc:
+            raise PermanentError(
+                f"{name} v{version} cannot be loaded by this release: {exc}",
+                code="unloadable_version",
+            ) from exc
+    return loaded.unwrap_python_model()
 
 
 def version_by_alias(client: MlflowClient, name: str, alias: str) -> ModelVersion | None:
