@@ -175,8 +175,12 @@ class GenesysNluTarget:
         )
         if not texts:
             return
-        agreement = await self._agreement(version_id, texts, labels, promotion.key.language)
-        await promotion.note(self.name, "shadow_agreement", f"{agreement:.4f}")
+        noted = promotion.noted(self.name, "shadow_agreement")  # a retry does not detect twice
+        if noted is not None:
+            agreement = float(noted)
+        else:
+            agreement = await self._agreement(version_id, texts, labels, promotion.key.language)
+            await promotion.note(self.name, "shadow_agreement", f"{agreement:.4f}")
         live = await self._published(version_id)
         if live is None:
             return
@@ -195,7 +199,14 @@ class GenesysNluTarget:
             intents = await self.client.detect(self.domain, version_id, text, language)
             return max(intents, key=lambda i: i.probability).name if intents else None
 
-        found = await asyncio.gather(*(top(text) for text in texts))
+        # A task group: when one call fails for good, the others stop with it instead of
+        # running on after the promotion has given up (the client still caps calls in flight).
+        try:
+            async with asyncio.TaskGroup() as group:
+                tasks = [group.create_task(top(text)) for text in texts]
+        except ExceptionGroup as failed:
+            raise failed.exceptions[0] from None  # the error itself: retryable, or a refusal
+        found = [task.result() for task in tasks]
         return sum(f == label for f, label in zip(found, labels, strict=True)) / len(texts)
 
     async def _published(self, other_than: str) -> str | None:

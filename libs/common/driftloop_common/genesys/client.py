@@ -83,7 +83,9 @@ class GenesysClientOptions(BaseModel):
     max_in_flight: int = Field(default=4, ge=1, le=5)  # Genesys: at most 3–5 concurrent calls
     timeout_s: float = Field(default=30.0, gt=0)
     max_retries: int = Field(default=4, ge=0)  # after a 5xx, 408, timeout or transport error
-    max_rate_limited: int = Field(default=10, ge=0)  # 429s one call waits out
+    # 429s one call waits out (each for its Retry-After): a burst of hundreds of calls
+    # (a shadow check) waits its turn in a 180-call bucket instead of giving up.
+    max_rate_limited: int = Field(default=100, ge=0)
     retry_after_cap_s: float = Field(default=180.0, ge=0)  # a longer Retry-After: give up
     backoff_base_s: float = Field(default=5.0, gt=0)
     backoff_cap_s: float = Field(default=60.0, gt=0)
