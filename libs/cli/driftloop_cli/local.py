@@ -101,8 +101,19 @@ def start_service(
     return RunningService(name, port, process, log_file)
 
 
+READY_LATER = {"predictor"}
+"""Services that become ready only later in a run: the predictor once a first champion is
+promoted (it starts before there is one). `wait_ready` waits for their liveness only."""
+
+
+def _waiting(name: str, probes: dict[str, int]) -> bool:
+    later = name in READY_LATER
+    return any(c != 200 for path, c in probes.items() if not (later and path == "/readyz"))
+
+
 def wait_ready(services: list[RunningService], timeout_s: float) -> dict[str, dict[str, int]]:
-    """Poll every service's probes until all answer 200; raise with the log tail if not."""
+    """Poll every service's probes until all answer 200 (`READY_LATER` ones: all but
+    `/readyz`); raise with the log tail if not."""
     deadline = time.monotonic() + timeout_s
     codes: dict[str, dict[str, int]] = {}
     with httpx.Client(timeout=2.0) as http:
@@ -117,10 +128,11 @@ def wait_ready(services: list[RunningService], timeout_s: float) -> dict[str, di
                     path: _probe(http, svc.url + path)
                     for path in ("/healthz", "/readyz", "/metrics")
                 }
-            if all(c == 200 for probe in codes.values() for c in probe.values()):
+
+            if not any(_waiting(name, probe) for name, probe in codes.items()):
                 return codes
             if time.monotonic() > deadline:
-                lagging = [n for n, p in codes.items() if any(c != 200 for c in p.values())]
+                lagging = [n for n, probe in codes.items() if _waiting(n, probe)]
                 details = "\n".join(
                     f"{n}: {codes[n]}\n{_tail(s.log_file)}"
                     for n in lagging
