@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from driftloop_common.contracts.events import (
@@ -134,6 +135,17 @@ async def running(loop: ServiceLoop[Any]) -> AsyncIterator[asyncio.Task[None]]:
         await asyncio.wait_for(task, 30)  # a loop that crashed fails the test here
 
 
+@contextlib.asynccontextmanager
+async def hang_guard(timeout_s: float, explain: Callable[[], str]) -> AsyncIterator[None]:
+    """Fail with `explain()` if the block hangs: a guard against a test waiting forever,
+    not a statement about speed."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            yield
+    except TimeoutError:
+        pytest.fail(f"still waiting after {timeout_s} s: {explain()}")
+
+
 class ServiceProcess:
     """One driftloop service as its own process (`python -m <module>`), logs to a file."""
 
@@ -183,12 +195,11 @@ class ServiceProcess:
     async def assigned(self, timeout_s: float = 60) -> None:
         """Wait until this run of the service holds its partitions: one reading from
         `latest` misses what is produced before that."""
-        deadline = time.monotonic() + timeout_s
-        while self._assignments() <= self._assigned_before:
-            assert time.monotonic() < deadline, (
-                f"{self.module} got no partitions:\n{self.log_tail()}"
-            )
-            await asyncio.sleep(0.2)
+        async with hang_guard(
+            timeout_s, lambda: f"{self.module} got no partitions:\n{self.log_tail()}"
+        ):
+            while self._assignments() <= self._assigned_before:
+                await asyncio.sleep(0.2)
 
     async def stop(self, sig: int = signal.SIGTERM) -> None:
         if self.proc is not None and self.proc.poll() is None:

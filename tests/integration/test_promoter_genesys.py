@@ -13,7 +13,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -36,7 +35,13 @@ from driftloop_common.contracts.events import (
 from driftloop_common.storage import registry
 from driftloop_common.storage.registry import Tag
 from driftloop_local.processes import free_port
-from tests.integration.helpers import ServiceProcess, events_until, make_topics, produce
+from tests.integration.helpers import (
+    ServiceProcess,
+    events_until,
+    hang_guard,
+    make_topics,
+    produce,
+)
 from tests.promotion_rows import fill_store, run_params
 
 pytestmark = pytest.mark.integration
@@ -108,13 +113,13 @@ async def simulator(tmp_path: Path, **env: str) -> AsyncIterator[str]:
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        async with httpx.AsyncClient(timeout=2) as http:
+        log = tmp_path / "simulator.log"
+        async with httpx.AsyncClient(timeout=2) as http, hang_guard(60, log.read_text):
             while True:
                 with contextlib.suppress(httpx.HTTPError):
                     if (await http.get(f"{url}/healthz")).status_code == 200:
                         break
-                assert proc.poll() is None and time.monotonic() < deadline, "no simulator"
+                assert proc.poll() is None, f"the simulator exited:\n{log.read_text()}"
                 await asyncio.sleep(0.2)
         yield url
     finally:
@@ -202,10 +207,9 @@ async def test_killed_mid_promotion_it_resumes_to_one_live_version(
 ) -> None:
     s = setup
     await produce(kafka_bootstrap, topics.MODEL_EVALUATED, [evaluated(s.key, 1)])
-    deadline = time.monotonic() + 120
-    while not any(Tag.is_target(k, target, note) for k in s.tags(1)):
-        assert time.monotonic() < deadline, s.promoter.log_tail()
-        await asyncio.sleep(0.05)
+    async with hang_guard(120, s.promoter.log_tail):
+        while not any(Tag.is_target(k, target, note) for k in s.tags(1)):
+            await asyncio.sleep(0.05)
     await s.promoter.stop(signal.SIGKILL)
     assert s.champion() is None
     await s.promoter.start()

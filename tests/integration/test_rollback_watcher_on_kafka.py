@@ -6,7 +6,6 @@ evaluation measured → `rollback.requested` from the watcher → the promoter t
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -27,7 +26,7 @@ from driftloop_common.contracts.events import (
 )
 from driftloop_common.runtime.metrics import metric_prefix
 from driftloop_common.storage import registry
-from tests.integration.helpers import ServiceProcess, events_until, make_topics, produce
+from tests.integration.helpers import ServiceProcess, events_until, hang_guard, make_topics, produce
 
 pytestmark = pytest.mark.integration
 PREDICTIONS = 30  # the watcher's N in this test
@@ -136,10 +135,9 @@ async def test_a_confidence_drop_of_the_new_champion_rolls_it_back(
             async def metrics() -> str:
                 return (await http.get(watcher.url("/metrics"))).text
 
-            deadline = time.monotonic() + 60  # the watcher reads `model.rolled_back` too
-            while f'{prefix}_live_version{{model_key="{key}"}} 1.0' not in await metrics():
-                assert time.monotonic() < deadline, logs()
-                await asyncio.sleep(0.3)
+            async with hang_guard(60, logs):  # the watcher reads `model.rolled_back` too
+                while f'{prefix}_live_version{{model_key="{key}"}} 1.0' not in await metrics():
+                    await asyncio.sleep(0.3)
             assert f"{ignored} 5.0" in await metrics()
     finally:
         await watcher.stop()

@@ -24,6 +24,11 @@ from pydantic import BaseModel, ConfigDict, Field
 __all__ = ["BatchConfig", "Batcher", "Scored"]
 
 
+class ModelFailedError(Exception):
+    """The model raised on a batch; `str()` is the exception's type only (its message may
+    quote the texts)."""
+
+
 class BatchConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -126,10 +131,12 @@ class Batcher:
         texts = [text for request in batch for text in request.texts]
         try:
             scored = await asyncio.to_thread(self._score, texts)
-        except Exception as exc:  # the model failed: every request of the batch answers
-            for request in batch:
+        except Exception as exc:  # the model's code is the user's: this is its one boundary
+            failed = ModelFailedError(type(exc).__name__)
+            failed.__cause__ = exc
+            for request in batch:  # every request of the batch answers with the failure
                 if not request.future.done():
-                    request.future.set_exception(exc)
+                    request.future.set_exception(failed)
             return
         if self._on_batch is not None:
             self._on_batch(size)

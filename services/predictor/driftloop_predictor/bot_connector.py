@@ -19,6 +19,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from driftloop_common.contracts.events import ModelType, describe_validation_error
+from driftloop_predictor.batching import ModelFailedError
 from driftloop_predictor.guards import ErrorRoute, Guards, OipError
 from driftloop_predictor.oip import OnPredictions
 
@@ -73,8 +74,8 @@ def bot_connector_router(guards: Guards, on_predictions: OnPredictions) -> APIRo
             return failed("model_not_loaded", f"{name} is not loaded yet")
         try:
             scored = await loaded.score([text])
-        except Exception as exc:  # named by type, never its text
-            log.error("%s v%s failed on a batch: %s", name, loaded.version, type(exc).__name__)
+        except ModelFailedError as exc:  # named by type, never its text
+            log.error("%s v%s failed on a batch: %s", name, loaded.version, exc)
             return failed("model_failed", f"{name} v{loaded.version} failed on this message")
         on_predictions(loaded, scored.labels, scored.confidences, bot.botSessionId)
         answer: dict[str, Any] = {

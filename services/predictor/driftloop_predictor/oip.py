@@ -29,7 +29,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from driftloop_common.contracts.events import describe_validation_error
-from driftloop_predictor.batching import Scored
+from driftloop_predictor.batching import ModelFailedError, Scored
 from driftloop_predictor.guards import ErrorRoute, Guards, OipError
 from driftloop_predictor.models import Loaded
 
@@ -138,8 +138,8 @@ def oip_router(guards: Guards, on_predictions: OnPredictions) -> APIRouter:
         k = top_k_of(parsed)
         try:
             scored = await loaded.score(texts)
-        except Exception as exc:  # the model's own failure: named by type, never its text
-            log.error("%s v%s failed on a batch: %s", name, loaded.version, type(exc).__name__)
+        except ModelFailedError as exc:  # named by type, never its text
+            log.error("%s v%s failed on a batch: %s", name, loaded.version, exc)
             raise OipError(500, f"{name} v{loaded.version} failed on this request") from None
         on_predictions(loaded, scored.labels, scored.confidences, conversation_of(parsed))
         n = len(texts)

@@ -283,8 +283,8 @@ async def cluster_answers(settings: KafkaSettings, timeout_s: float = 5.0) -> bo
         await asyncio.wait_for(admin.start(), timeout_s)
         await asyncio.wait_for(admin.describe_cluster(), timeout_s)
         return True
-    except Exception:  # a probe: whatever fails while a broker boots means "not yet"
+    except (KafkaError, OSError, TimeoutError, ValueError):  # while a broker boots: "not yet"
         return False
     finally:
-        with contextlib.suppress(Exception):
+        with contextlib.suppress(KafkaError, OSError):
             await admin.close()
