@@ -135,6 +135,19 @@ async def running(loop: ServiceLoop[Any]) -> AsyncIterator[asyncio.Task[None]]:
         await asyncio.wait_for(task, 30)  # a loop that crashed fails the test here
 
 
+def register_versions(
+    client: Any, name: str, count: int, params: dict[str, str] | None = None
+) -> None:
+    """A registered model `name` with `count` versions of one run (logging `params`): what a
+    promotion needs of MLflow, without training anything."""
+    client.create_registered_model(name)
+    run = client.create_run(client.create_experiment(name))
+    for param, value in (params or {}).items():
+        client.log_param(run.info.run_id, param, value)
+    for _ in range(count):
+        client.create_model_version(name, f"runs:/{run.info.run_id}/model", run_id=run.info.run_id)
+
+
 @contextlib.asynccontextmanager
 async def hang_guard(timeout_s: float, explain: Callable[[], str]) -> AsyncIterator[None]:
     """Fail with `explain()` if the block hangs: a guard against a test waiting forever,

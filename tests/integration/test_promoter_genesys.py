@@ -41,6 +41,7 @@ from tests.integration.helpers import (
     hang_guard,
     make_topics,
     produce,
+    register_versions,
 )
 from tests.promotion_rows import fill_store, run_params
 
@@ -132,12 +133,7 @@ async def setup(kafka_bootstrap: str, mlflow_uri: str, tmp_path: Path) -> AsyncI
     key = ModelKey.parse(f"intent/en-{uuid.uuid4().hex[:6]}")
     name = key.registered_model
     client = MlflowClient(mlflow_uri)
-    client.create_registered_model(name)
-    run = client.create_run(client.create_experiment(name))
-    for param, value in run_params().items():
-        client.log_param(run.info.run_id, param, value)
-    for _ in range(3):
-        client.create_model_version(name, f"runs:/{run.info.run_id}/model", run_id=run.info.run_id)
+    register_versions(client, name, 3, run_params())
     store = tmp_path / "store"
     fill_store(str(store), language=key.language)
     await make_topics(kafka_bootstrap, *topics.ALL_TOPICS)

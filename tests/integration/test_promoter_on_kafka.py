@@ -20,7 +20,13 @@ from driftloop_common.contracts.events import (
     ModelRolledBackEvent,
 )
 from driftloop_common.storage import registry
-from tests.integration.helpers import ServiceProcess, events_until, make_topics, produce
+from tests.integration.helpers import (
+    ServiceProcess,
+    events_until,
+    make_topics,
+    produce,
+    register_versions,
+)
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -32,10 +38,7 @@ async def test_a_passed_evaluation_goes_live_and_a_rollback_takes_it_back(
     key = ModelKey.parse(f"intent/en-{uuid.uuid4().hex[:6]}")
     name = key.registered_model
     client = MlflowClient(mlflow_uri)
-    client.create_registered_model(name)
-    run = client.create_run(client.create_experiment(name))
-    for _ in range(2):
-        client.create_model_version(name, f"runs:/{run.info.run_id}/model", run_id=run.info.run_id)
+    register_versions(client, name, 2)
     await make_topics(kafka_bootstrap, *topics.ALL_TOPICS)
     promoter = ServiceProcess(
         "driftloop_promoter",

@@ -26,6 +26,7 @@ from driftloop_common.storage import registry
 from driftloop_common.storage.registry import Tag
 from driftloop_promoter.promotion import Promoter
 from driftloop_promoter.targets import DeployError, PredictorTarget, Promotion
+from tests.integration.helpers import register_versions
 
 pytestmark = pytest.mark.integration
 
@@ -61,12 +62,7 @@ class Recording:
 def model(mlflow_uri: str) -> tuple[ModelKey, MlflowClient]:
     key = ModelKey.parse(f"intent/en-{uuid.uuid4().hex[:6]}")
     client = MlflowClient(mlflow_uri)
-    client.create_registered_model(key.registered_model)
-    run = client.create_run(client.create_experiment(key.registered_model))
-    for _ in range(3):
-        client.create_model_version(
-            key.registered_model, f"runs:/{run.info.run_id}/model", run_id=run.info.run_id
-        )
+    register_versions(client, key.registered_model, 3)
     return key, client
 
 

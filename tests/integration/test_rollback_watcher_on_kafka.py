@@ -26,7 +26,14 @@ from driftloop_common.contracts.events import (
 )
 from driftloop_common.runtime.metrics import metric_prefix
 from driftloop_common.storage import registry
-from tests.integration.helpers import ServiceProcess, events_until, hang_guard, make_topics, produce
+from tests.integration.helpers import (
+    ServiceProcess,
+    events_until,
+    hang_guard,
+    make_topics,
+    produce,
+    register_versions,
+)
 
 pytestmark = pytest.mark.integration
 PREDICTIONS = 30  # the watcher's N in this test
@@ -38,10 +45,7 @@ async def test_a_confidence_drop_of_the_new_champion_rolls_it_back(
     key = ModelKey.parse(f"intent/en-{uuid.uuid4().hex[:6]}")
     name = key.registered_model
     client = MlflowClient(mlflow_uri)
-    client.create_registered_model(name)
-    run = client.create_run(client.create_experiment(name))
-    for _ in range(2):
-        client.create_model_version(name, f"runs:/{run.info.run_id}/model", run_id=run.info.run_id)
+    register_versions(client, name, 2)
     await make_topics(kafka_bootstrap, *topics.ALL_TOPICS)
     watcher_name = f"rollback-watcher-{uuid.uuid4().hex[:6]}"  # a fresh consumer group
     common = {"DRIFTLOOP_KAFKA__BOOTSTRAP_SERVERS": kafka_bootstrap}
