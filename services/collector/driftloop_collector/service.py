@@ -65,7 +65,7 @@ from driftloop_common.ml.encoder import TextEncoder
 from driftloop_common.runtime.app import ReadyCheck
 from driftloop_common.runtime.kafka import TopicPartition, kafka_errors
 from driftloop_common.runtime.loop import LOG_APPEND_TIME, Consumer, DeadLetter, Record
-from driftloop_common.runtime.metrics import LoopMetrics
+from driftloop_common.runtime.metrics import LoopMetrics, MetricSet, counter, gauge, histogram
 from driftloop_common.runtime.service import ServiceBase
 from driftloop_common.storage.interactions import InteractionStore, Provenance
 
@@ -81,23 +81,20 @@ DLQ_TEXT_CHARS = 4096
 """A dead letter shows this much of the text; the whole is in the source records."""
 
 
-class CollectorMetrics:
-    def __init__(self, metrics: LoopMetrics) -> None:
-        self.conversations = metrics.counter(
-            "conversations_total", "Conversations emitted, by how they completed.", ["completion"]
-        )
-        self.dropped = metrics.counter(
-            "conversations_dropped_total", "Conversations dropped, by reason.", ["reason"]
-        )
-        self.truncated = metrics.counter(
-            "texts_truncated_total", "Conversations whose text was cut to the text cap."
-        )
-        self.open = metrics.gauge("open_conversations", "Conversations waiting for more pieces.")
-        self.embed_seconds = metrics.histogram(
-            "embedding_seconds",
-            "Time to embed one flush's batch.",
-            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
-        )
+class CollectorMetrics(MetricSet):
+    conversations = counter(
+        "conversations_total", "Conversations emitted, by how they completed.", "completion"
+    )
+    dropped = counter("conversations_dropped_total", "Conversations dropped, by reason.", "reason")
+    truncated = counter(
+        "texts_truncated_total", "Conversations whose text was cut to the text cap."
+    )
+    open = gauge("open_conversations", "Conversations waiting for more pieces.")
+    embed_seconds = histogram(
+        "embedding_seconds",
+        "Time to embed one flush's batch.",
+        buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+    )
 
 
 class Collector(ServiceBase[Piece]):

@@ -26,7 +26,6 @@ import logging
 import os
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from threadpoolctl import threadpool_limits
 
@@ -46,7 +45,7 @@ from driftloop_common.ml.encoder import MODEL_ID
 from driftloop_common.runtime.app import ReadyCheck
 from driftloop_common.runtime.kafka import TopicPartition, events_since
 from driftloop_common.runtime.loop import Consumer, Record, seek_to_time
-from driftloop_common.runtime.metrics import LoopMetrics
+from driftloop_common.runtime.metrics import LoopMetrics, MetricSet, counter, gauge
 from driftloop_common.runtime.service import ServiceBase
 from driftloop_common.runtime.settings import KafkaSettings
 from driftloop_drift_monitor.baselines import (
@@ -69,43 +68,46 @@ ACCEPTED = (InteractionEmbeddedEvent, ModelPromotedEvent, ModelRolledBackEvent)
 TOPICS = (topics.INTERACTIONS_EMBEDDED, topics.MODEL_PROMOTED, topics.MODEL_ROLLED_BACK)
 
 
-class DriftMetrics:
-    def __init__(self, metrics: LoopMetrics) -> None:
-        self.statistic = metrics.gauge(
-            "statistic",
-            "Latest drift statistic per model key (psi_mean, psi_max, label_psi, …).",
-            ["model_key", "statistic"],
-        )
-        self.null_quantile = metrics.gauge(
-            "null_quantile",
-            "The null distribution's quantile each statistic is compared against.",
-            ["model_key", "statistic"],
-        )
-        self.window_rows = metrics.gauge("window_rows", "Rows in the drift window.", ["model_key"])
-        self.decisions = metrics.counter(
-            "checks_total", "Drift checks by result (drift, stable).", ["model_key", "result"]
-        )
+class DriftMetrics(MetricSet):
+    statistic = gauge(
+        "statistic",
+        "Latest drift statistic per model key (psi_mean, psi_max, label_psi, …).",
+        "model_key",
+        "statistic",
+    )
+    null_quantile = gauge(
+        "null_quantile",
+        "The null distribution's quantile each statistic is compared against.",
+        "model_key",
+        "statistic",
+    )
+    window_rows = gauge("window_rows", "Rows in the drift window.", "model_key")
+    decisions = counter(
+        "checks_total", "Drift checks by result (drift, stable).", "model_key", "result"
+    )
+    baseline_state = gauge(
+        "baseline_state",
+        "1 for the state of each key's baseline (loaded, bootstrapping, unavailable).",
+        "model_key",
+        "state",
+    )
+    baseline_failures = counter(
+        "baseline_load_failures_total",
+        "Failed baseline loads (MLflow or store errors) per model key.",
+        "model_key",
+    )
+    pending_rows = gauge(
+        "pending_rows", "Rows buffered for a key whose baseline is unavailable.", "model_key"
+    )
+    skipped = counter(
+        "skipped_rows_total",
+        "Rows left out of a window, by reason (encoder, dimension, nonfinite, time, duplicate).",
+        "model_key",
+        "reason",
+    )
 
-        self.baseline_state = metrics.gauge(
-            "baseline_state",
-            "1 for the state of each key's baseline (loaded, bootstrapping, unavailable).",
-            ["model_key", "state"],
-        )
-        self.baseline_failures = metrics.counter(
-            "baseline_load_failures_total",
-            "Failed baseline loads (MLflow or store errors) per model key.",
-            ["model_key"],
-        )
-        self.pending_rows = metrics.gauge(
-            "pending_rows", "Rows buffered for a key whose baseline is unavailable.", ["model_key"]
-        )
-        self.skipped = metrics.counter(
-            "skipped_rows_total",
-            "Rows left out of a window, by reason (encoder, dimension, nonfinite, time, "
-            "duplicate).",
-            ["model_key", "reason"],
-        )
-        self._counted: dict[object, int] = {}  # what the monitor's counters were last time
+    def __init__(self, metrics: LoopMetrics) -> None:
+        super().__init__(metrics)
         self._labels: set[str] = set()  # keys shown so far
 
     def update(self, monitor: DriftMonitor, checked: set[str], pending: dict[str, int]) -> None:
@@ -128,16 +130,10 @@ class DriftMetrics:
                 self.baseline_state.labels(label, name).set(states.get(label) == name)
             self.pending_rows.labels(label).set(pending.get(label, 0))
         for key, failures in monitor.load_failures.items():
-            self._inc(self.baseline_failures.labels(str(key)), key, failures)
+            self.catch_up(self.baseline_failures.labels(str(key)), failures)
         for (key, reason), n in monitor.skipped.items():
             if reason in SKIP_REASONS:
-                self._inc(self.skipped.labels(str(key), reason), (key, reason), n)
-
-    def _inc(self, counter: Any, name: object, total: int) -> None:
-        """Bring `counter` up to the monitor's running `total`."""
-        if total > self._counted.get(name, 0):
-            counter.inc(total - self._counted.get(name, 0))
-            self._counted[name] = total
+                self.catch_up(self.skipped.labels(str(key), reason), n)
 
 
 class DriftMonitorService(ServiceBase[Event]):

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from driftloop_common.contracts import topics
 from driftloop_common.contracts.events import Event, ModelTrainedEvent, decode_event
 from driftloop_common.runtime.loop import Record
-from driftloop_common.runtime.metrics import LoopMetrics
+from driftloop_common.runtime.metrics import LoopMetrics, MetricSet, counter
 from driftloop_common.runtime.service import ServiceBase
 from driftloop_evaluator.evaluation import Evaluator
 from driftloop_evaluator.settings import EvaluatorSettings
@@ -18,13 +18,13 @@ def decode(record: Record) -> ModelTrainedEvent:
     return decode_event(record.value or b"", expected=(ModelTrainedEvent,))
 
 
-class EvaluatorMetrics:
-    def __init__(self, metrics: LoopMetrics) -> None:
-        self.verdicts = metrics.counter(
-            "verdicts_total",
-            "Evaluations by model key and verdict (passed / failed).",
-            ["model_key", "verdict"],
-        )
+class EvaluatorMetrics(MetricSet):
+    verdicts = counter(
+        "verdicts_total",
+        "Evaluations by model key and verdict (passed / failed).",
+        "model_key",
+        "verdict",
+    )
 
 
 class EvaluatorService(ServiceBase[ModelTrainedEvent]):

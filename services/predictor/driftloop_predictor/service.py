@@ -24,7 +24,7 @@ from driftloop_common.contracts.events import (
 )
 from driftloop_common.runtime.app import ReadyCheck
 from driftloop_common.runtime.loop import DeadLetter, Record
-from driftloop_common.runtime.metrics import LoopMetrics
+from driftloop_common.runtime.metrics import LoopMetrics, MetricSet, counter, gauge, histogram
 from driftloop_common.runtime.service import ServiceBase
 from driftloop_predictor.bot_connector import bot_connector_router
 from driftloop_predictor.guards import Guards, OipLimits
@@ -39,24 +39,19 @@ ModelEvent = ModelPromotedEvent | ModelRolledBackEvent
 _ACCEPTED = (ModelPromotedEvent, ModelRolledBackEvent)
 
 
-class PredictorMetrics:
-    def __init__(self, metrics: LoopMetrics) -> None:
-        self.predictions = metrics.counter(
-            "predictions_total", "Predictions served, by model key.", ["model_key"]
-        )
-        self.batch_size = metrics.histogram(
-            "batch_size",
-            "Texts per model call (micro-batching), by model key.",
-            ["model_key"],
-            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
-        )
-        self.dropped = metrics.counter(
-            "prediction_events_dropped_total",
-            "Prediction events dropped because the queue to Kafka was full.",
-        )
-        self.serving = metrics.gauge(
-            "serving_version", "The version served now, by model key.", ["model_key"]
-        )
+class PredictorMetrics(MetricSet):
+    predictions = counter("predictions_total", "Predictions served, by model key.", "model_key")
+    batch_size = histogram(
+        "batch_size",
+        "Texts per model call (micro-batching), by model key.",
+        "model_key",
+        buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+    )
+    dropped = counter(
+        "prediction_events_dropped_total",
+        "Prediction events dropped because the queue to Kafka was full.",
+    )
+    serving = gauge("serving_version", "The version served now, by model key.", "model_key")
 
 
 class PredictorService(ServiceBase[ModelEvent]):

@@ -16,7 +16,7 @@ from driftloop_common.contracts.events import (
 )
 from driftloop_common.genesys import GenesysClient, GenesysMetrics
 from driftloop_common.runtime.loop import Record
-from driftloop_common.runtime.metrics import LoopMetrics
+from driftloop_common.runtime.metrics import LoopMetrics, MetricSet, counter
 from driftloop_common.runtime.service import ServiceBase
 from driftloop_promoter.genesys_nlu import NAME as GENESYS_NLU
 from driftloop_promoter.genesys_nlu import GenesysNluTarget
@@ -27,6 +27,12 @@ from driftloop_promoter.settings import PromoterSettings
 from driftloop_promoter.targets import PredictorTarget, Target, targets_for
 
 Request = ModelEvaluatedEvent | RollbackRequestedEvent
+
+
+class PromoterMetrics(MetricSet):
+    outcomes = counter(
+        "outcomes_total", "Outcomes by model key and event type.", "model_key", "outcome"
+    )
 
 
 class PromoterService(ServiceBase[Request]):
@@ -51,9 +57,7 @@ class PromoterService(ServiceBase[Request]):
     def __init__(self, promoter: Promoter, metrics: LoopMetrics) -> None:
         self.promoter = promoter
         self.metrics = metrics
-        self.outcomes = metrics.counter(
-            "outcomes_total", "Outcomes by model key and event type.", ["model_key", "outcome"]
-        )
+        self.counts = PromoterMetrics(metrics)
 
     def decode(self, record: Record) -> Request:
         return decode_event(
@@ -67,7 +71,7 @@ class PromoterService(ServiceBase[Request]):
             events = await self.promoter.rollback(value)
         for event in events:
             if event.event_type != "audit":
-                self.outcomes.labels(str(value.model_key), event.event_type).inc()
+                self.counts.outcomes.labels(str(value.model_key), event.event_type).inc()
         return events
 
 

@@ -15,7 +15,6 @@ import contextlib
 import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from driftloop_common.contracts import topics
 from driftloop_common.contracts.events import (
@@ -29,7 +28,7 @@ from driftloop_common.contracts.events import (
 )
 from driftloop_common.runtime.kafka import TopicPartition, events_since
 from driftloop_common.runtime.loop import Consumer, Record, seek_to_time
-from driftloop_common.runtime.metrics import LoopMetrics
+from driftloop_common.runtime.metrics import LoopMetrics, MetricSet, counter, gauge
 from driftloop_common.runtime.service import ServiceBase
 from driftloop_common.runtime.settings import KafkaSettings
 from driftloop_rollback_watcher.settings import RollbackWatcherSettings
@@ -49,45 +48,44 @@ TOPICS = (topics.PREDICTIONS, topics.MODEL_PROMOTED, topics.MODEL_ROLLED_BACK)
 SEEK_SLACK = timedelta(minutes=1)
 
 
-class WatchMetrics:
-    def __init__(self, metrics: LoopMetrics) -> None:
-        self.expected_accuracy = metrics.gauge(
-            "expected_accuracy",
-            "Label-free accuracy estimate of the live version: the window's mean top-class "
-            "probability (CBPE; assumes calibrated probabilities).",
-            ["model_key"],
-        )
-        self.window_confidence = metrics.gauge(
-            "window_mean_confidence", "Mean confidence of the live version's window.", ["model_key"]
-        )
-        self.window_predictions = metrics.gauge(
-            "window_predictions", "Predictions in the live version's window.", ["model_key"]
-        )
-        self.reference_confidence = metrics.gauge(
-            "reference_confidence", "Mean confidence its promotion recorded.", ["model_key"]
-        )
-        self.reference_accuracy = metrics.gauge(
-            "reference_accuracy", "Accuracy its promotion recorded.", ["model_key"]
-        )
-        self.live_version = metrics.gauge(
-            "live_version", "The version the watcher holds as live.", ["model_key"]
-        )
-        self.ignored = metrics.counter(
-            "ignored_predictions_total",
-            "Predictions left out of a window, by reason (no_live_version, other_version, stale).",
-            ["model_key", "reason"],
-        )
-        self.held = metrics.counter(
-            "held_total",
-            "Full windows that decided nothing, by reason (cooldown, no_reference).",
-            ["model_key", "reason"],
-        )
-        self.requested = metrics.counter(
-            "rollbacks_requested_total",
-            "Rollbacks requested, by the signal that fired (confidence, estimate).",
-            ["model_key", "signal"],
-        )
-        self._counted: dict[object, int] = {}  # what the watcher's counters were last time
+class WatchMetrics(MetricSet):
+    expected_accuracy = gauge(
+        "expected_accuracy",
+        "Label-free accuracy estimate of the live version: the window's mean top-class "
+        "probability (CBPE; assumes calibrated probabilities).",
+        "model_key",
+    )
+    window_confidence = gauge(
+        "window_mean_confidence", "Mean confidence of the live version's window.", "model_key"
+    )
+    window_predictions = gauge(
+        "window_predictions", "Predictions in the live version's window.", "model_key"
+    )
+    reference_confidence = gauge(
+        "reference_confidence", "Mean confidence its promotion recorded.", "model_key"
+    )
+    reference_accuracy = gauge(
+        "reference_accuracy", "Accuracy its promotion recorded.", "model_key"
+    )
+    live_version = gauge("live_version", "The version the watcher holds as live.", "model_key")
+    ignored = counter(
+        "ignored_predictions_total",
+        "Predictions left out of a window, by reason (no_live_version, other_version, stale).",
+        "model_key",
+        "reason",
+    )
+    held = counter(
+        "held_total",
+        "Full windows that decided nothing, by reason (cooldown, no_reference).",
+        "model_key",
+        "reason",
+    )
+    requested = counter(
+        "rollbacks_requested_total",
+        "Rollbacks requested, by the signal that fired (confidence, estimate).",
+        "model_key",
+        "signal",
+    )
 
     def update(self, watcher: RollbackWatcher, key: ModelKey) -> None:
         label = str(key)
@@ -101,25 +99,20 @@ class WatchMetrics:
             if ref is not None and ref.accuracy is not None:
                 self.reference_accuracy.labels(label).set(ref.accuracy)
         check = watcher.last_checks.get(key)
-        for gauge in (self.expected_accuracy, self.window_confidence):
+        for shown in (self.expected_accuracy, self.window_confidence):
             if check is not None:
-                gauge.labels(label).set(check.mean)
+                shown.labels(label).set(check.mean)
             else:  # a new live version has no window yet: no estimate, not the old one's
                 with contextlib.suppress(KeyError):
-                    gauge.remove(label)
+                    shown.remove(label)
         for reason in IGNORE_REASONS:
-            self._inc(self.ignored.labels(label, reason), watcher.ignored, (key, reason))
+            self.catch_up(self.ignored.labels(label, reason), watcher.ignored.get((key, reason), 0))
         for reason in HOLD_REASONS:
-            self._inc(self.held.labels(label, reason), watcher.held, (key, reason))
+            self.catch_up(self.held.labels(label, reason), watcher.held.get((key, reason), 0))
         for signal in SIGNALS:
-            self._inc(self.requested.labels(label, signal), watcher.requested, (key, signal))
-
-    def _inc(self, counter: Any, totals: dict[Any, int], name: object) -> None:
-        """Bring `counter` up to the watcher's running total for `name`."""
-        total = totals.get(name, 0)
-        if total > self._counted.get(name, 0):
-            counter.inc(total - self._counted.get(name, 0))
-            self._counted[name] = total
+            self.catch_up(
+                self.requested.labels(label, signal), watcher.requested.get((key, signal), 0)
+            )
 
 
 class RollbackWatcherService(ServiceBase[Event]):

@@ -22,7 +22,7 @@ from driftloop_common.contracts.events import (
     decode_event,
 )
 from driftloop_common.runtime.loop import Record
-from driftloop_common.runtime.metrics import LoopMetrics
+from driftloop_common.runtime.metrics import LoopMetrics, MetricSet, counter, histogram
 from driftloop_common.runtime.service import ServiceBase
 from driftloop_trainer.settings import TrainerSettings
 from driftloop_trainer.training import Trainer, TrainerConfig, request_time
@@ -30,20 +30,19 @@ from driftloop_trainer.training import Trainer, TrainerConfig, request_time
 log = logging.getLogger(__name__)
 
 
-class TrainerMetrics:
-    def __init__(self, metrics: LoopMetrics) -> None:
-        self.loop = metrics
-        self.trainings = metrics.counter(
-            "trainings_total",
-            "Trainings by model key and outcome (trained, failed, already_done, coalesced).",
-            ["model_key", "outcome"],
-        )
-        self.seconds = metrics.histogram(
-            "training_seconds",
-            "Wall time of one training, data loading to registration.",
-            ["model_key"],
-            buckets=(5, 15, 30, 60, 120, 300, 600, 1800, 3600),
-        )
+class TrainerMetrics(MetricSet):
+    trainings = counter(
+        "trainings_total",
+        "Trainings by model key and outcome (trained, failed, already_done, coalesced).",
+        "model_key",
+        "outcome",
+    )
+    seconds = histogram(
+        "training_seconds",
+        "Wall time of one training, data loading to registration.",
+        "model_key",
+        buckets=(5, 15, 30, 60, 120, 300, 600, 1800, 3600),
+    )
 
 
 class TrainerService(ServiceBase[TrainingRequestedEvent]):

@@ -59,7 +59,7 @@ from driftloop_common.genesys.models import (
 )
 from driftloop_common.genesys.regions import base_urls
 from driftloop_common.runtime.logs import MASK, mask, redact
-from driftloop_common.runtime.metrics import LoopMetrics
+from driftloop_common.runtime.metrics import LoopMetrics, MetricSet, counter, gauge, histogram
 from driftloop_common.runtime.settings import GenesysSettings
 
 log = logging.getLogger(__name__)
@@ -103,33 +103,36 @@ def backoff_delay(
     return nominal * (1.0 - jitter * rng())
 
 
-class GenesysMetrics:
+class GenesysMetrics(MetricSet):
     """The client's metrics, made on a service's `LoopMetrics` (one set per registry)."""
 
+    calls = counter(
+        "genesys_calls_total",
+        "Genesys Cloud requests sent (each attempt), by endpoint template and status.",
+        "endpoint",
+        "status",
+    )
+    seconds = histogram(
+        "genesys_call_seconds",
+        "Seconds one Genesys Cloud request took, by endpoint template.",
+        "endpoint",
+        buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+    )
+    retries = counter(
+        "genesys_retries_total",
+        "Genesys Cloud calls tried again, by endpoint template and reason.",
+        "endpoint",
+        "reason",
+    )
+    in_flight = gauge("genesys_in_flight", "Genesys Cloud requests in flight.")
+    ratelimit = gauge(
+        "genesys_ratelimit",
+        "The latest answer's inin-ratelimit-* headers (allowed, count, reset in seconds).",
+        "header",
+    )
+
     def __init__(self, metrics: LoopMetrics | None = None) -> None:
-        metrics = metrics or LoopMetrics("genesys-client")
-        self.calls = metrics.counter(
-            "genesys_calls_total",
-            "Genesys Cloud requests sent (each attempt), by endpoint template and status.",
-            ["endpoint", "status"],
-        )
-        self.seconds = metrics.histogram(
-            "genesys_call_seconds",
-            "Seconds one Genesys Cloud request took, by endpoint template.",
-            ["endpoint"],
-            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
-        )
-        self.retries = metrics.counter(
-            "genesys_retries_total",
-            "Genesys Cloud calls tried again, by endpoint template and reason.",
-            ["endpoint", "reason"],
-        )
-        self.in_flight = metrics.gauge("genesys_in_flight", "Genesys Cloud requests in flight.")
-        self.ratelimit = metrics.gauge(
-            "genesys_ratelimit",
-            "The latest answer's inin-ratelimit-* headers (allowed, count, reset in seconds).",
-            ["header"],
-        )
+        super().__init__(metrics or LoopMetrics("genesys-client"))
 
 
 Reason = Literal["rate_limited", "server_error", "timeout", "transport_error"]
