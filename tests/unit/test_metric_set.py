@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from driftloop_common.runtime.metrics import LoopMetrics, MetricSet, counter, gauge, histogram
 from prometheus_client import generate_latest
+
+from driftloop_common.runtime.metrics import LoopMetrics, MetricSet, counter, gauge, histogram
 
 
 class ShopMetrics(MetricSet):

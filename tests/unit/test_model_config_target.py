@@ -241,6 +241,33 @@ async def test_a_crash_midway_resumes_with_the_missing_chunks_only(
     assert sim.state.models[MODEL_ID].training_data_id == ids[0]
 
 
+class DiesNotingChunks(FakeMlflow):
+    """The promoter dies after noting the row count and before noting the chunk count."""
+
+    def set_model_version_tag(self, name: str, version: str, key: str, value: str) -> None:
+        if key == Tag.target("model-config", ATTEMPT, "chunks"):
+            raise Crash
+        super().set_model_version_tag(name, version, key, value)
+
+
+async def test_a_crash_between_the_row_and_chunk_notes_resumes_and_notes_the_chunks(
+    store_url: str, make_target: Callable[..., ModelConfigTarget]
+) -> None:
+    sim = Sim()
+    dying = DiesNotingChunks(PARAMS)
+    with pytest.raises(Crash):
+        await make_target(sim, store_url, chunk_size=30).prepare(dying.promotion())
+    assert dying.noted(3, "rows") == "120" and dying.noted(3, "chunks") is None
+    assert sim.stats()["uploads"] == 0
+
+    mlflow = FakeMlflow(PARAMS)
+    mlflow.tags = dying.tags  # what a restarted promoter reads back
+    await make_target(sim, store_url, chunk_size=30).prepare(mlflow.promotion())
+    assert mlflow.noted(3, "chunks") == "4"
+    assert_every_row_once(sim, mlflow, chunks=4, size=30)
+    assert sim.stats()["uploads"] == 4
+
+
 async def test_a_redelivery_uploads_and_patches_nothing_again(
     store_url: str, make_target: Callable[..., ModelConfigTarget]
 ) -> None:

@@ -116,10 +116,11 @@ class ModelConfigTarget:
             await promotion.note(NAME, TRAINING_DATA_ID, earlier)
             return
         rows = await self._rows(promotion)
-        noted = promotion.noted(NAME, CHUNKS)  # absent: a crash came before any upload
-        chunks = _split(
-            rows, int(noted) if noted else math.ceil(len(rows) / self.options.chunk_size)
-        )
+        count = promotion.noted(NAME, CHUNKS)
+        if count is None:  # the first pass, or a crash between noting the rows and this
+            count = str(math.ceil(len(rows) / self.options.chunk_size))
+            await promotion.note(NAME, CHUNKS, count)
+        chunks = _split(rows, int(count))
         todo = [i for i in range(len(chunks)) if promotion.noted(NAME, chunk_key(i)) is None]
         log.info(
             "%s v%s: uploading %d of %d chunks to model %s",
@@ -135,14 +136,13 @@ class ModelConfigTarget:
         await promotion.note(NAME, TRAINING_DATA_ID, head)
 
     async def _rows(self, promotion: Promotion) -> list[Interaction]:
-        """The rows to upload; the first pass notes how many, and in how many chunks."""
+        """The rows to upload; the first pass notes how many."""
         windows = await _windows(promotion)
         rows = await asyncio.to_thread(self._read, promotion.key.language, windows)
         if (text := promotion.noted(NAME, ROWS)) is None:
             if not rows:
                 raise DeployError(NAME, "the version's windows hold no labelled rows to upload")
             await promotion.note(NAME, ROWS, str(len(rows)))
-            await promotion.note(NAME, CHUNKS, str(math.ceil(len(rows) / self.options.chunk_size)))
             return rows
         noted = int(text)
         if len(rows) < noted:
