@@ -27,6 +27,7 @@ from driftloop_common.contracts.events import (
 from driftloop_common.runtime.app import create_app
 from driftloop_common.runtime.loop import LoopState
 from driftloop_common.runtime.metrics import LoopMetrics
+from driftloop_predictor.models import StagedVersion
 from driftloop_predictor.predictions import PendingPredictions
 from driftloop_predictor.service import PredictorService
 from driftloop_predictor.settings import PredictorSettings
@@ -64,9 +65,13 @@ class FakeLoader:
         self.load_s = load_s
         self.models: dict[int, FakeModel] = {}
         self.loads: list[int] = []
+        self.stages: dict[str, StagedVersion] = {}
 
     def champion(self, name: str) -> int | None:
         return self.champions.get(name)
+
+    def staged(self, name: str) -> StagedVersion | None:
+        return self.stages.get(name)
 
     def load(self, name: str, version: int) -> FakeModel:
         time.sleep(self.load_s)
@@ -162,10 +167,11 @@ async def test_each_prediction_becomes_one_event_on_flush_without_text(loaded: A
         "confidence": 0.75,
         "served_by": "predictor",
         "conversation_id": "c-9",
+        "stage": "champion",
     }
     assert b"hello" not in first.to_bytes()
     assert await svc.flush() == []
-    assert svc.flush_due_in() is None
+    assert 0 < (svc.flush_due_in() or 0) <= 30.0  # nothing queued: only the registry recheck
 
 
 def test_the_event_queue_is_bounded_and_counts_what_it_drops() -> None:
@@ -465,7 +471,11 @@ async def test_a_champion_missing_at_start_is_loaded_by_a_later_flush() -> None:
     now[0] = 30.0
     await svc.flush()
     assert loader.loads == [4] and svc.ready_checks()["models_loaded"]()
-    assert svc.flush_due_in() is None
+    assert svc.flush_due_in() == 30.0  # `recheck_s`: read again later without an event
+    loader.champions[NAME] = 5  # an alias moved whose event never came
+    now[0] = 60.0
+    await svc.flush()
+    assert loader.loads == [4, 5] and svc.models.live(NAME).version == 5  # type: ignore[union-attr]
     await svc.models.aclose()
 
 

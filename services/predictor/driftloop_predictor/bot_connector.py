@@ -69,7 +69,7 @@ def bot_connector_router(guards: Guards, on_predictions: OnPredictions) -> APIRo
         text = bot.inputMessage.text.strip()
         if not text:
             return failed("empty_input", "the input message has no text")
-        loaded = guards.models.live(name)
+        loaded = guards.models.live(name, bot.botSessionId)  # a canary's, for its share
         if loaded is None:
             return failed("model_not_loaded", f"{name} is not loaded yet")
         try:

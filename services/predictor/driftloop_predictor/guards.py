@@ -65,11 +65,12 @@ class Guards:
                 401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"}
             )
 
-    def model(self, name: str) -> Loaded:
+    def model(self, name: str, conversation_id: str | None = None) -> Loaded:
+        """The version that answers `name` (a canary answers its share of conversations)."""
         if self.models.key_of(name) is None:
             served = sorted(self.models.keys)
             raise OipError(404, f"no model {name!r} here; served: {served}")
-        loaded = self.models.live(name)
+        loaded = self.models.live(name, conversation_id)
         if loaded is None:
             raise OipError(503, f"model {name!r} is not loaded yet")
         return loaded

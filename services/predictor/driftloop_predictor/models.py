@@ -7,33 +7,57 @@ it has queued and stops; nothing waits on the swap and nothing fails because of 
 
 The champion alias in the registry is the truth: an event only says "look again", so a
 replayed or out-of-order `model.promoted` never brings back an old version.
+
+A staged version (alias `shadow` or `canary`, see the promoter's rollout.py) is loaded
+beside the champion. `canary`: it answers the conversations whose id hashes into its
+share (the same conversation always gets the same version; a request without a
+conversation id gets the champion). `shadow`: every request the champion answers is
+scored again by it in the background; its answer is never returned, only reported
+(`on_shadow`), so a slow or failing shadow costs the caller nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
 
-from driftloop_common.contracts.events import ModelKey
-from driftloop_predictor.batching import BatchConfig, Batcher, Scored
+from driftloop_common.contracts.events import ModelKey, Stage
+from driftloop_predictor.batching import BatchConfig, Batcher, ModelFailedError, Scored
 
-__all__ = ["Loaded", "Loader", "ServedModels", "score_text"]
+__all__ = ["Loaded", "Loader", "ServedModels", "StagedVersion", "in_canary", "score_text"]
 
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class StagedVersion:
+    stage: Stage  # shadow or canary
+    version: int
+    share_percent: float = 0.0  # a canary's share of conversations
+
+
 class Loader(Protocol):
-    """Where versions come from (MLflow in production, a fake in tests). Both calls block:
+    """Where versions come from (MLflow in production, a fake in tests). The calls block:
     they run on a thread."""
 
     def champion(self, name: str) -> int | None: ...
 
+    def staged(self, name: str) -> StagedVersion | None: ...
+
     def load(self, name: str, version: int) -> Any: ...
+
+
+def in_canary(name: str, conversation_id: str, share_percent: float) -> bool:
+    """Whether a conversation falls in a canary's share: a stable hash (the same in every
+    process and restart), so a conversation keeps its version for the whole stage."""
+    digest = hashlib.blake2b(f"{name}/{conversation_id}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % 10_000 < share_percent * 100
 
 
 def score_text(model: Any, texts: list[str]) -> Scored:
@@ -63,9 +87,20 @@ class Loaded:
     version: int
     model: Any
     batcher: Batcher
+    stage: Stage = "champion"
+    share_percent: float = 0.0
+    # Called after each answer with its inputs (the champion's: to score them in shadow).
+    after: Callable[[Loaded, list[Any], Scored], None] | None = field(default=None, repr=False)
 
-    async def score(self, texts: list[str]) -> Scored:
-        return await self.batcher.submit(texts)
+    async def score(self, texts: list[Any]) -> Scored:
+        scored = await self.batcher.submit(texts)
+        if self.after is not None:
+            self.after(self, texts, scored)
+        return scored
+
+
+OnShadow = Callable[[Loaded, Loaded, Scored, Scored], None]
+"""(shadow, champion, the shadow's answer, the champion's answer) after a shadow scoring."""
 
 
 class ServedModels:
@@ -75,19 +110,35 @@ class ServedModels:
         loader: Loader,
         batching: BatchConfig,
         on_batch: Callable[[ModelKey, int], None] | None = None,
+        on_shadow: OnShadow | None = None,
     ) -> None:
         self.keys = {key.registered_model: key for key in keys}
         self.loader = loader
         self.batching = batching
         self.on_batch = on_batch
+        self.on_shadow = on_shadow
         self._live: dict[str, Loaded] = {}
+        self._staged: dict[str, Loaded] = {}
+        self._shadow_tasks: set[asyncio.Task[None]] = set()
         self._locks = {name: asyncio.Lock() for name in self.keys}
 
     def key_of(self, name: str) -> ModelKey | None:
         return self.keys.get(name)
 
-    def live(self, name: str) -> Loaded | None:
+    def live(self, name: str, conversation_id: str | None = None) -> Loaded | None:
+        """The version that answers: the champion, or a canary for its conversations."""
+        staged = self._staged.get(name)
+        if (
+            staged is not None
+            and staged.stage == "canary"
+            and conversation_id
+            and in_canary(name, conversation_id, staged.share_percent)
+        ):
+            return staged
         return self._live.get(name)
+
+    def staged(self, name: str) -> Loaded | None:
+        return self._staged.get(name)
 
     def all_loaded(self) -> bool:
         return all(name in self._live for name in self.keys)
@@ -102,23 +153,43 @@ class ServedModels:
             version = await asyncio.to_thread(self.loader.champion, name)
             version = version if version is not None else hint
             current = self._live.get(name)
-            if version is None or (current is not None and current.version == version):
-                return current
-            model = await asyncio.to_thread(self.loader.load, name, version)
-            self.swap(key, version, model)
-            return self._live[name]
+            if version is not None and (current is None or current.version != version):
+                model = await asyncio.to_thread(self.loader.load, name, version)
+                self.swap(key, version, model)
+            await self._refresh_staged(key)
+            return self._live.get(name)
+
+    async def _refresh_staged(self, key: ModelKey) -> None:
+        """Load, move or drop the staged version to match the registry's stage aliases."""
+        name = key.registered_model
+        wanted = await asyncio.to_thread(self.loader.staged, name)
+        current = self._staged.get(name)
+        if wanted is None or wanted.version == getattr(self._live.get(name), "version", None):
+            if current is not None:
+                del self._staged[name]
+                current.batcher.close()
+                log.info("%s: the %s v%s stage ended", name, current.stage, current.version)
+            return
+        if current is not None and current.version == wanted.version:
+            if (current.stage, current.share_percent) != (wanted.stage, wanted.share_percent):
+                self._staged[name] = self._made(
+                    key, wanted.version, current.model, wanted.stage, wanted.share_percent
+                )
+                current.batcher.close()
+                log.info("%s v%s is now %s", name, wanted.version, wanted.stage)
+            return
+        model = await asyncio.to_thread(self.loader.load, name, wanted.version)
+        self._staged[name] = self._made(
+            key, wanted.version, model, wanted.stage, wanted.share_percent
+        )
+        if current is not None:
+            current.batcher.close()
+        log.info("%s v%s serves as %s", name, wanted.version, wanted.stage)
 
     def swap(self, key: ModelKey, version: int, model: Any) -> Loaded:
         """Make `model` (version `version` of `key`) the live one; the old one drains."""
         name = key.registered_model
-
-        def count(size: int) -> None:
-            if self.on_batch is not None:
-                self.on_batch(key, size)
-
-        loaded = Loaded(
-            key, name, version, model, Batcher(lambda t: score_text(model, t), self.batching, count)
-        )
+        loaded = self._made(key, version, model, "champion", 0.0)
         old = self._live.get(name)
         self._live[name] = loaded
         if old is not None:
@@ -131,6 +202,43 @@ class ServedModels:
         )
         return loaded
 
+    def _made(self, key: ModelKey, version: int, model: Any, stage: Stage, share: float) -> Loaded:
+        def count(size: int) -> None:
+            if self.on_batch is not None:
+                self.on_batch(key, size)
+
+        batcher = Batcher(lambda t: score_text(model, t), self.batching, count)
+        after = self._shadow_after if stage == "champion" else None
+        return Loaded(key, key.registered_model, version, model, batcher, stage, share, after)
+
+    def _shadow_after(self, champion: Loaded, inputs: list[Any], answer: Scored) -> None:
+        """After the champion answered: the shadow scores the same inputs, off the path."""
+        shadow = self._staged.get(champion.name)
+        if shadow is None or shadow.stage != "shadow":
+            return
+        task = asyncio.get_running_loop().create_task(
+            self._score_shadow(shadow, champion, list(inputs), answer)
+        )
+        self._shadow_tasks.add(task)
+        task.add_done_callback(self._shadow_tasks.discard)
+
+    async def _score_shadow(
+        self, shadow: Loaded, champion: Loaded, inputs: list[Any], answer: Scored
+    ) -> None:
+        try:
+            scored = await shadow.batcher.submit(inputs)
+        except ModelFailedError as exc:  # the shadow's failure is reported, never raised
+            log.warning("%s v%s (shadow) failed on a batch: %s", shadow.name, shadow.version, exc)
+            return
+        if self.on_shadow is not None:
+            self.on_shadow(shadow, champion, scored, answer)
+
+    async def shadows_scored(self) -> None:
+        """Wait for the shadow scorings under way (tests, and a graceful stop)."""
+        await asyncio.gather(*self._shadow_tasks, return_exceptions=True)
+
     async def aclose(self) -> None:
-        for loaded in self._live.values():
+        for task in list(self._shadow_tasks):
+            task.cancel()
+        for loaded in [*self._live.values(), *self._staged.values()]:
             await loaded.batcher.aclose()

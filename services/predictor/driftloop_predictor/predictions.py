@@ -13,7 +13,7 @@ from collections import deque
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from driftloop_common.contracts.events import ModelKey, Prediction, PredictionEvent
+from driftloop_common.contracts.events import ModelKey, Prediction, PredictionEvent, Stage
 
 __all__ = ["SERVED_BY", "PendingPredictions"]
 
@@ -28,6 +28,7 @@ class _Record:
     confidence: float
     conversation_id: str | None
     at: datetime
+    stage: Stage
 
 
 class PendingPredictions:
@@ -45,13 +46,14 @@ class PendingPredictions:
         labels: list[str],
         confidences: list[float],
         conversation_id: str | None,
+        stage: Stage = "champion",
     ) -> int:
         """Queue one record per prediction; returns how many older ones were dropped."""
         at = datetime.now(UTC)
         room = self._records.maxlen or 0
         dropped = max(0, len(self._records) + len(labels) - room)
         self._records.extend(
-            _Record(key, version, label, confidence, conversation_id, at)
+            _Record(key, version, label, confidence, conversation_id, at, stage)
             for label, confidence in zip(labels, confidences, strict=True)
         )
         self.dropped += dropped
@@ -72,6 +74,7 @@ class PendingPredictions:
                         confidence=r.confidence,
                         served_by=SERVED_BY,
                         conversation_id=r.conversation_id,
+                        stage=r.stage,
                     ),
                 )
             )

@@ -2,7 +2,9 @@
 current by `model.promoted` / `model.rolled_back` (each one reloads that key's champion
 beside the live version and swaps it in), and a `prediction` event per prediction,
 published by the loop's `flush` in batches (`predictions.py`). Genesys's Bot Connector
-is served beside the inference protocol (`bot_connector.py`)."""
+is served beside the inference protocol (`bot_connector.py`). A staged version (shadow or
+canary, `models.py`) is loaded beside the champion; its predictions carry its stage.
+The registry is read again every `recheck_s` too, so a lost event delays a reload only."""
 
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ from driftloop_common.runtime.app import ReadyCheck
 from driftloop_common.runtime.loop import DeadLetter, Record
 from driftloop_common.runtime.metrics import LoopMetrics, MetricSet, counter, gauge, histogram
 from driftloop_common.runtime.service import ServiceBase
+from driftloop_predictor.batching import Scored
 from driftloop_predictor.bot_connector import bot_connector_router
 from driftloop_predictor.guards import Guards, OipLimits
 from driftloop_predictor.models import Loaded, Loader, ServedModels
@@ -52,6 +55,18 @@ class PredictorMetrics(MetricSet):
         "Prediction events dropped because the queue to Kafka was full.",
     )
     serving = gauge("serving_version", "The version served now, by model key.", "model_key")
+    staged = gauge(
+        "staged_version",
+        "The version in a stage, by model key and stage (shadow, canary).",
+        "model_key",
+        "stage",
+    )
+    shadow = counter(
+        "shadow_predictions_total",
+        "Shadow predictions, by agreement with the champion's answer (agree, disagree).",
+        "model_key",
+        "result",
+    )
 
 
 class PredictorService(ServiceBase[ModelEvent]):
@@ -78,6 +93,7 @@ class PredictorService(ServiceBase[ModelEvent]):
             loader,
             settings,
             on_batch=lambda key, size: self.counts.batch_size.labels(str(key)).observe(size),
+            on_shadow=self.record_shadow,
         )
         self.pending = PendingPredictions(settings.max_pending_predictions)
         self.clock = clock
@@ -115,6 +131,10 @@ class PredictorService(ServiceBase[ModelEvent]):
         loaded = await self.models.refresh(key, hint)
         if loaded is not None:
             self.counts.serving.labels(str(key)).set(loaded.version)
+        staged = self.models.staged(key.registered_model)
+        for stage in ("shadow", "canary"):
+            shown = staged.version if staged is not None and staged.stage == stage else 0
+            self.counts.staged.labels(str(key), stage).set(shown)
 
     def record(
         self,
@@ -125,33 +145,51 @@ class PredictorService(ServiceBase[ModelEvent]):
     ) -> None:
         """After every answer: count it and queue its prediction events (no text)."""
         self.counts.predictions.labels(str(loaded.key)).inc(len(labels))
-        dropped = self.pending.add(loaded.key, loaded.version, labels, confidences, conversation_id)
+        dropped = self.pending.add(
+            loaded.key, loaded.version, labels, confidences, conversation_id, loaded.stage
+        )
+        if dropped:
+            self.counts.dropped.inc(dropped)
+
+    def record_shadow(
+        self, shadow: Loaded, champion: Loaded, scored: Scored, answer: Scored
+    ) -> None:
+        """A shadow's answers: their agreement with the champion's, and `prediction` events
+        with stage `shadow` (the rollback-watcher can end the stage on them)."""
+        key = str(shadow.key)
+        agree = sum(a == b for a, b in zip(scored.labels, answer.labels, strict=True))
+        self.counts.shadow.labels(key, "agree").inc(agree)
+        self.counts.shadow.labels(key, "disagree").inc(len(scored.labels) - agree)
+        dropped = self.pending.add(
+            shadow.key, shadow.version, scored.labels, scored.confidences, None, "shadow"
+        )
         if dropped:
             self.counts.dropped.inc(dropped)
 
     async def flush(self) -> Sequence[Event | DeadLetter]:
-        await self._load_missing()
+        await self._recheck()
         return self.pending.drain(self.settings.max_flush_predictions)
 
-    async def _load_missing(self) -> None:
-        """A champion that could not be loaded (MLflow down at start, no alias yet) is
-        tried again every `reload_missing_s`, not only on the next event."""
-        if self.models.all_loaded() or self.clock() < self._next_attempt:
+    async def _recheck(self) -> None:
+        """Read the registry again without an event: every `reload_missing_s` while a
+        champion is missing (MLflow down at start, no alias yet), else every `recheck_s`
+        (an event lost to a crash, or an alias moved by hand)."""
+        if self.clock() < self._next_attempt:
             return
-        self._next_attempt = self.clock() + self.settings.reload_missing_s
         for key in self.settings.serve:
-            if self.models.live(key.registered_model) is None:
-                try:
-                    await self._refresh(key, None)
-                except (RetryableError, PermanentError) as exc:
-                    log.warning("could not load the champion of %s: %s", key, exc)
+            try:
+                await self._refresh(key, None)
+            except (RetryableError, PermanentError) as exc:
+                log.warning("could not read or load the versions of %s: %s", key, exc)
+        wait = self.settings.recheck_s
+        if not self.models.all_loaded():
+            wait = self.settings.reload_missing_s
+        self._next_attempt = self.clock() + wait
 
     def flush_due_in(self) -> float | None:
         if len(self.pending):
             return 0.0
-        if not self.models.all_loaded():
-            return max(0.0, self._next_attempt - self.clock())
-        return None
+        return max(0.0, self._next_attempt - self.clock())
 
     def ready_checks(self) -> Mapping[str, ReadyCheck]:
         return {"models_loaded": self.models.all_loaded}

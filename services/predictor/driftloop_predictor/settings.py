@@ -31,3 +31,5 @@ class PredictorSettings(ServiceSettings, BatchConfig):
     max_flush_predictions: int = Field(default=5_000, gt=0)  # events per flush
     # A champion that failed to load at start is tried again this often.
     reload_missing_s: float = Field(default=30.0, gt=0)
+    # The registry is read again this often without an event (a lost one, a hand-moved alias).
+    recheck_s: float = Field(default=30.0, gt=0)

@@ -12,6 +12,9 @@ A passed `model.evaluated` for version v:
 A target's `DeployError` ends in `promotion.failed` naming the target; the previous
 champion stays live everywhere (the targets already activated are switched back).
 
+With stages configured (`rollout.py`), step 2 waits: the version serves as `shadow`, then
+`canary`, and `advance` (called by the service's flush) runs steps 2–4 once its time is up.
+
 `rollback.requested` puts the previous champion (or `to_version`) back on every target,
 moves the alias, tags the version taken back `rolled_back` (never promoted again on its
 own) and publishes `model.rolled_back`. A rollback that was already done (a redelivery)
@@ -39,9 +42,11 @@ from driftloop_common.contracts.events import (
     PromotionFailed,
     PromotionFailedEvent,
     RollbackRequestedEvent,
+    Stage,
 )
 from driftloop_common.storage import registry
 from driftloop_common.storage.registry import Tag
+from driftloop_promoter.rollout import ENDED, RolloutOptions, StagedFrom, held_stage
 from driftloop_promoter.targets import DeployError, Promotion, Target
 
 if TYPE_CHECKING:
@@ -64,15 +69,18 @@ class Promoter:
         target: Callable[[str, Any], Target],
         *,
         registry_uri: str | None = None,
+        rollout: RolloutOptions | None = None,
     ) -> None:
         self.uri = tracking_uri
         self.client = registry.client(tracking_uri, registry_uri)
         self.targets_of = targets_of
         self.target = target
+        self.rollout = rollout or RolloutOptions()
 
     # ------------------------------------------------------------- promotion
 
-    async def promote(self, event: ModelEvaluatedEvent) -> list[Event]:
+    async def promote(self, event: ModelEvaluatedEvent, *, staged: bool = True) -> list[Event]:
+        """`staged=False`: the last step of a staged promotion (no stage again)."""
         p = event.payload
         if not p.passed:
             return []
@@ -91,6 +99,8 @@ class Promoter:
         if champion is not None and int(champion.version) > p.version:
             why = f"v{p.version} is older than the champion v{champion.version}"
             return [self._audit(event, "promotion.skipped", name, why)]
+        if staged and champion is not None and self.rollout.staged:
+            return await self._stage(event, version)
         promotion = Promotion(
             event.model_key, version, champion, str(event.event_id), self.client, self.uri
         )
@@ -157,11 +167,145 @@ class Promoter:
         )
         return event.follow_up(ModelPromotedEvent, producer=SERVICE, payload=payload)
 
+    # ---------------------------------------------------------------- stages
+
+    async def _stage(self, event: ModelEvaluatedEvent, version: ModelVersion) -> list[Event]:
+        """Put `version` in the first stage; a newer one replaces a version still staged."""
+        name = version.name
+        held = held_stage(version.tags, Tag.STAGE)
+        if held is not None:  # a redelivery: the stage began already
+            return [self._staged(event, version, held)]
+        if version.tags.get(Tag.STAGE) == ENDED:  # superseded by a newer version
+            why = f"v{version.version} left its stage already"
+            return [self._audit(event, "promotion.skipped", name, why)]
+        events: list[Event] = []
+        for other in await self._call(
+            f"reading the staged versions of {name}", registry.staged_versions, self.client
+        ):
+            if other.name != name or other.version == version.version:
+                continue
+            if int(other.version) > int(version.version):
+                why = f"v{version.version} is older than v{other.version}, staged now"
+                return [self._audit(event, "promotion.skipped", name, why)]
+            await self._end_stage(other, status=INACTIVE)
+            events.append(
+                self._audit(
+                    event, "stage.superseded", name, f"v{other.version} by v{version.version}"
+                )
+            )
+        stage = self.rollout.first()
+        await self._enter(version, stage, StagedFrom.of(event).to_tag())
+        log.info("%s v%s enters its %s stage", name, version.version, stage)
+        events += [
+            self._staged(event, version, stage),
+            self._audit(event, f"stage.{stage}", name, f"v{version.version}"),
+        ]
+        return events
+
+    async def advance(self, now: datetime | None = None) -> list[Event]:
+        """Move every staged version whose stage is over to the next one (the last: the
+        promotion itself). Called often; reads the stages from MLflow, so a restart loses
+        nothing."""
+        now = now or datetime.now(UTC)
+        events: list[Event] = []
+        staged = await self._call(
+            "reading the staged versions", registry.staged_versions, self.client
+        )
+        for version in staged:
+            stage = held_stage(version.tags, Tag.STAGE)
+            since = datetime.fromisoformat(version.tags.get(Tag.STAGE_SINCE, now.isoformat()))
+            if stage is None or (now - since).total_seconds() < self.rollout.length(stage):
+                continue
+            origin = StagedFrom.from_tag(version.tags[Tag.STAGE_EVALUATION])
+            evaluation = origin.evaluation(version.name, int(version.version), SERVICE)
+            nxt = self.rollout.after(stage)
+            if nxt != "champion":
+                await self._enter(version, nxt, None, leaving=stage)
+                log.info("%s v%s: %s over, now %s", version.name, version.version, stage, nxt)
+                events += [
+                    self._staged(evaluation, version, nxt),
+                    self._audit(evaluation, f"stage.{nxt}", version.name, f"v{version.version}"),
+                ]
+                continue
+            log.info("%s v%s: %s over, promoting it", version.name, version.version, stage)
+            outcome = await self.promote(evaluation, staged=False)
+            await self._end_stage(version, status=None)
+            events += outcome
+        return events
+
+    async def _enter(
+        self, version: ModelVersion, stage: Stage, origin: str | None, leaving: Stage | None = None
+    ) -> None:
+        """Aliases first, the stage tag last: a crash in between is redone by the next
+        `advance` (moving an alias twice is harmless)."""
+        await self._alias(version, stage)
+        if leaving is not None:
+            await self._drop_alias(version, leaving)
+        tags = {Tag.STAGE_SINCE: datetime.now(UTC).isoformat()}
+        if origin is not None:
+            tags[Tag.STAGE_EVALUATION] = origin
+        if (share := self.rollout.share(stage)) is not None:
+            tags[Tag.STAGE_SHARE] = str(share)
+        await self._set_tags(version, {**tags, Tag.STAGE: stage})
+
+    async def _end_stage(self, version: ModelVersion, *, status: str | None) -> None:
+        for alias in registry.STAGE_ALIASES:
+            await self._drop_alias(version, alias)
+        tags = {Tag.STAGE: ENDED}
+        if status is not None:
+            tags = {Tag.STATUS: status, **tags}
+        await self._set_tags(version, tags)
+
+    def _staged(
+        self, event: ModelEvaluatedEvent, version: ModelVersion, stage: Stage
+    ) -> ModelPromotedEvent:
+        measured = event.payload.metrics
+        payload = ModelPromoted(
+            registered_model=version.name,
+            version=int(version.version),
+            targets=["predictor"],  # a stage serves on our predictor only
+            stage=stage,
+            share_percent=self.rollout.share(stage),
+            confidence_at_promotion=measured.get("confidence"),
+            expected_accuracy=measured.get("challenger_accuracy"),
+        )
+        return event.follow_up(ModelPromotedEvent, producer=SERVICE, payload=payload, part=stage)
+
+    async def _end_staged_by_request(
+        self, event: RollbackRequestedEvent, number: int, champion: ModelVersion | None
+    ) -> list[Event]:
+        """A rollback naming a staged version ends its stage; the champion stays."""
+        name = event.model_key.registered_model
+        version = await self._version(name, number)
+        held = held_stage(version.tags, Tag.STAGE)
+        if held is not None:
+            await self._set_tags(version, {Tag.STAGE_ROLLED_BACK: held})
+            await self._end_stage(version, status=ROLLED_BACK)
+            log.info("%s v%s: its %s stage ended by a rollback", name, number, held)
+        ended = held_stage(version.tags, Tag.STAGE_ROLLED_BACK)  # now, or before a redelivery
+        if ended is None or champion is None:
+            why = f"v{number} is neither staged nor the champion"
+            return [self._audit(event, "rollback.skipped", name, why)]
+        payload = ModelRolledBack(
+            registered_model=name,
+            from_version=number,
+            to_version=int(champion.version),
+            reason=event.payload.reason,
+            stage=ended,
+        )
+        return [
+            event.follow_up(ModelRolledBackEvent, producer=SERVICE, payload=payload),
+            self._audit(event, "model.rolled_back", name, f"{ended} v{number} ended"),
+        ]
+
     # --------------------------------------------------------------- rollback
 
     async def rollback(self, event: RollbackRequestedEvent) -> list[Event]:
         name = event.model_key.registered_model
         champion = await self._champion(name)
+        named = event.payload.from_version
+        if named is not None and (champion is None or named != int(champion.version)):
+            return await self._end_staged_by_request(event, named, champion)
         if champion is None:
             raise PermanentError(f"{name} has no champion to roll back", code="no_champion")
         wanted = event.payload.to_version
@@ -235,6 +379,29 @@ class Promoter:
         await self._move_alias(version)
         if previous is not None:
             await self._set_tags(previous, {Tag.STATUS: INACTIVE})
+
+    async def _alias(self, version: ModelVersion, alias: str) -> None:
+        await self._call(
+            f"moving {alias} of {version.name} to v{version.version}",
+            self.client.set_registered_model_alias,
+            version.name,
+            alias,
+            version.version,
+        )
+
+    async def _drop_alias(self, version: ModelVersion, alias: str) -> None:
+        """Remove `alias` when `version` holds it (gone already, or another's: left)."""
+        name = version.name
+        holder = await self._call(
+            f"reading {alias} of {name}", registry.version_by_alias, self.client, name, alias
+        )
+        if holder is not None and holder.version == version.version:
+            await self._call(
+                f"removing {alias} of {name}",
+                self.client.delete_registered_model_alias,
+                name,
+                alias,
+            )
 
     async def _move_alias(self, version: ModelVersion) -> None:
         await self._call(

@@ -1,9 +1,11 @@
 """The promoter service: a passed `model.evaluated` → its targets → `model.promoted`;
-`rollback.requested` → the previous champion back on every target → `model.rolled_back`."""
+`rollback.requested` → the previous champion back on every target → `model.rolled_back`.
+With stages configured, its flush moves staged versions on (shadow → canary → champion)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 
 from driftloop_common.contracts import topics
 from driftloop_common.contracts.errors import ConfigError
@@ -15,7 +17,7 @@ from driftloop_common.contracts.events import (
     decode_event,
 )
 from driftloop_common.genesys import GenesysClient, GenesysMetrics
-from driftloop_common.runtime.loop import Record
+from driftloop_common.runtime.loop import DeadLetter, Record
 from driftloop_common.runtime.metrics import LoopMetrics, MetricSet, counter
 from driftloop_common.runtime.service import ServiceBase
 from driftloop_promoter.genesys_nlu import NAME as GENESYS_NLU
@@ -51,13 +53,21 @@ class PromoterService(ServiceBase[Request]):
             lambda key: targets_for(key, settings.targets),
             make,
             registry_uri=settings.mlflow.registry_uri,
+            rollout=settings.rollout,
         )
         return cls(promoter, metrics)
 
-    def __init__(self, promoter: Promoter, metrics: LoopMetrics) -> None:
+    def __init__(
+        self,
+        promoter: Promoter,
+        metrics: LoopMetrics,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.promoter = promoter
         self.metrics = metrics
         self.counts = PromoterMetrics(metrics)
+        self.clock = clock
+        self._next_check = clock()
 
     def decode(self, record: Record) -> Request:
         return decode_event(
@@ -69,10 +79,27 @@ class PromoterService(ServiceBase[Request]):
             events = await self.promoter.promote(value)
         else:
             events = await self.promoter.rollback(value)
+        self._count(events)
+        return events
+
+    async def flush(self) -> Sequence[Event | DeadLetter]:
+        """Staged versions whose stage is over move on (read from MLflow every `check_s`)."""
+        if not self.promoter.rollout.staged or self.clock() < self._next_check:
+            return []
+        events = await self.promoter.advance()
+        self._next_check = self.clock() + self.promoter.rollout.check_s  # after a success
+        self._count(events)
+        return events
+
+    def flush_due_in(self) -> float | None:
+        if not self.promoter.rollout.staged:
+            return None
+        return max(0.0, self._next_check - self.clock())
+
+    def _count(self, events: Sequence[Event]) -> None:
         for event in events:
             if event.event_type != "audit":
-                self.counts.outcomes.labels(str(value.model_key), event.event_type).inc()
-        return events
+                self.counts.outcomes.labels(str(event.model_key), event.event_type).inc()
 
 
 def build_target(

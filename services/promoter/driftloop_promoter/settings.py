@@ -11,6 +11,7 @@ from driftloop_common.runtime.settings import (
 )
 from driftloop_promoter.genesys_nlu import GenesysNluOptions
 from driftloop_promoter.model_config import ModelConfigOptions
+from driftloop_promoter.rollout import RolloutOptions
 
 
 class PromoterSettings(ServiceSettings):
@@ -29,6 +30,9 @@ class PromoterSettings(ServiceSettings):
     genesys_nlu: GenesysNluOptions = Field(default_factory=GenesysNluOptions)
     ml_models: dict[str, str] = Field(default_factory=dict)  # model-config API: key → modelId
     ml_upload: ModelConfigOptions = Field(default_factory=ModelConfigOptions)
+    # Stages before a version replaces a champion (`DRIFTLOOP_ROLLOUT__SHADOW_S`, …): none
+    # by default; see rollout.py.
+    rollout: RolloutOptions = Field(default_factory=RolloutOptions)
     # A promotion may wait minutes for a Genesys training: keep the group membership and
     # the heartbeat meanwhile, and note each record before handling it.
     max_poll_interval_ms: int = Field(default=1_800_000, gt=0)

@@ -25,6 +25,12 @@ same decisions with the same ids.
     decision   one `rollback.requested` per live version (its id derived from the event
                that made it live); none while a version restored by a rollback is inside
                its `cooldown_minutes` (anti-flap; counted as held).
+    stages     a staged version (`model.promoted` with stage `shadow` or `canary`) gets a
+               window of its own, fed by the predictions of that stage, judged against its
+               own promotion's reference in the same way; its `rollback.requested` names it
+               (`from_version`), which ends the stage and leaves the champion live. A
+               `model.rolled_back` of a stage, or the version's promotion to champion,
+               ends its window.
 """
 
 from __future__ import annotations
@@ -47,6 +53,7 @@ from driftloop_common.contracts.events import (
     PredictionEvent,
     RollbackRequested,
     RollbackRequestedEvent,
+    Stage,
 )
 
 log = logging.getLogger(__name__)
@@ -147,6 +154,7 @@ class Live:
     reference: Reference | None
     window: ConfidenceWindow = field(default_factory=ConfidenceWindow)
     requested: bool = False
+    stage: Stage = "champion"
 
 
 @dataclass(frozen=True)
@@ -165,6 +173,7 @@ class RollbackWatcher:
     def __init__(self, config: WatchConfig) -> None:
         self.config = config
         self.keys: dict[ModelKey, Live] = {}
+        self.staged: dict[ModelKey, Live] = {}  # a shadow or canary version, beside the live one
         self.references: dict[tuple[ModelKey, int], Reference] = {}
         self.last_checks: dict[ModelKey, Check] = {}
         self.ignored: Counter[tuple[ModelKey, str]] = Counter()
@@ -181,9 +190,14 @@ class RollbackWatcher:
             return False
         self._applied.add(event.event_id)
         key = event.model_key
+        if event.payload.stage != "champion":
+            return self._apply_stage(event)
         if isinstance(event, ModelPromotedEvent):
             version, restored = event.payload.version, False
             self.references[(key, version)] = Reference.of(event)
+            staged = self.staged.get(key)
+            if staged is not None and staged.version <= version:  # it went live, or is older
+                del self.staged[key]
         else:
             version, restored = event.payload.to_version, True
         live = self.keys.get(key)
@@ -202,13 +216,37 @@ class RollbackWatcher:
         log.info("%s: v%d live since %s (%s)", key, version, event.occurred_at, event.event_type)
         return True
 
+    def _apply_stage(self, event: ModelPromotedEvent | ModelRolledBackEvent) -> bool:
+        """A version entering a stage gets a window; one whose stage ended loses it."""
+        key = event.model_key
+        staged = self.staged.get(key)
+        if isinstance(event, ModelRolledBackEvent):
+            if staged is not None and staged.version == event.payload.from_version:
+                del self.staged[key]
+                log.info("%s: the %s v%d stage ended", key, staged.stage, staged.version)
+            return False
+        version = event.payload.version
+        self.references[(key, version)] = Reference.of(event)
+        if staged is not None and event.occurred_at < staged.since:
+            return False  # a replay of an older stage
+        self.staged[key] = Live(
+            version=version,
+            since=event.occurred_at,
+            cause=event,
+            restored=False,
+            reference=self.references[(key, version)],
+            stage=event.payload.stage,
+        )
+        log.info("%s: v%d in %s since %s", key, version, event.payload.stage, event.occurred_at)
+        return False
+
     def remember_request(self, event: RollbackRequestedEvent) -> None:
         """One of our own earlier requests (read back at start-up): not made twice."""
         self._requested_ids.add(event.event_id)
 
     def reset_windows(self) -> None:
         """Forget every window (they are re-read from Kafka by time)."""
-        for live in self.keys.values():
+        for live in [*self.keys.values(), *self.staged.values()]:
             live.window = ConfidenceWindow()
         self.last_checks.clear()
 
@@ -217,9 +255,10 @@ class RollbackWatcher:
     def observe(self, event: PredictionEvent) -> list[Event]:
         """Window one prediction; the `rollback.requested` it calls for, if any."""
         key, at = event.model_key, event.occurred_at
-        live = self.keys.get(key)
+        staged = event.payload.stage != "champion"
+        live = self.staged.get(key) if staged else self.keys.get(key)
         if live is None:
-            self.ignored[(key, "no_live_version")] += 1
+            self.ignored[(key, "other_version" if staged else "no_live_version")] += 1
             return []
         if event.payload.version != live.version:
             self.ignored[(key, "other_version")] += 1
@@ -253,7 +292,8 @@ class RollbackWatcher:
         check = self.check(live)
         if check is None:
             return []
-        self.last_checks[key] = check
+        if live.stage == "champion":  # the metrics show the live version's numbers
+            self.last_checks[key] = check
         if check.n >= self.config.min_predictions and live.reference is None:
             self.held[(key, "no_reference")] += 1
             return []
@@ -263,7 +303,9 @@ class RollbackWatcher:
             self.held[(key, "cooldown")] += 1
             return []
         live.requested = True
-        payload = RollbackRequested(reason=self.reason(live, check), requested_by=SERVICE)
+        payload = RollbackRequested(
+            reason=self.reason(live, check), requested_by=SERVICE, from_version=live.version
+        )
         request = live.cause.follow_up(
             RollbackRequestedEvent, producer=SERVICE, payload=payload, part=f"v{live.version}"
         )
@@ -272,7 +314,9 @@ class RollbackWatcher:
         self._requested_ids.add(request.event_id)
         for signal in check.signals:
             self.requested[(key, signal)] += 1
-        log.warning("%s: rollback of v%d requested: %s", key, live.version, payload.reason)
+        log.warning(
+            "%s: rollback of %s v%d requested: %s", key, live.stage, live.version, payload.reason
+        )
         return [request]
 
     def reason(self, live: Live, check: Check) -> str:
@@ -292,4 +336,5 @@ class RollbackWatcher:
                 f"promotion's {ref.accuracy:.3f} (limit {limit:.2f})"
             )
         window = f"{self.config.window_minutes:g} min"
-        return f"v{live.version}, {check.n} predictions in {window}: " + "; ".join(parts)
+        who = f"v{live.version}" if live.stage == "champion" else f"{live.stage} v{live.version}"
+        return f"{who}, {check.n} predictions in {window}: " + "; ".join(parts)

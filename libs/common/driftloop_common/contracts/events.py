@@ -204,11 +204,18 @@ class ModelEvaluated(Payload):
     champion_version: PositiveInt | None = None
 
 
+Stage = Literal["shadow", "canary", "champion"]
+"""Where a promoted version serves: `shadow` (scored beside the champion, never answered),
+`canary` (answers a share of conversations, sticky by conversation id), `champion` (all)."""
+
+
 class ModelPromoted(Payload):
     registered_model: str
     version: PositiveInt
     previous_version: PositiveInt | None = None
     targets: list[str] = Field(min_length=1)
+    stage: Stage = "champion"
+    share_percent: float | None = Field(default=None, gt=0, lt=100)  # a canary's share
     # What the evaluation measured, for the rollback-watcher to compare live traffic with:
     # the mean confidence on recent traffic, and the accuracy on the newest test rows.
     confidence_at_promotion: float | None = None
@@ -226,6 +233,9 @@ class RollbackRequested(Payload):
     reason: str
     requested_by: str = Field(min_length=1)
     to_version: PositiveInt | None = None
+    # The version whose numbers fell: a staged (shadow or canary) one ends its stage; the
+    # champion (or None) is replaced by the previous one.
+    from_version: PositiveInt | None = None
 
 
 class ModelRolledBack(Payload):
@@ -233,6 +243,7 @@ class ModelRolledBack(Payload):
     from_version: PositiveInt
     to_version: PositiveInt
     reason: str
+    stage: Stage = "champion"  # the stage `from_version` held (a staged one: its stage ended)
 
 
 class Prediction(Payload):
@@ -241,6 +252,7 @@ class Prediction(Payload):
     confidence: float = Field(ge=0.0, le=1.0)
     served_by: str
     conversation_id: str | None = None
+    stage: Stage = "champion"  # a shadow prediction was never answered
 
 
 class Audit(Payload):

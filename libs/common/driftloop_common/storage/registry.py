@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
+STAGE_ALIASES = ("shadow", "canary")  # a staged promotion's version holds one of these
 
 
 class Tag:
@@ -55,6 +56,14 @@ class Tag:
     PREVIOUS_CHAMPION = "driftloop.previous_champion"  # on a champion: the version it replaced
     PROMOTED_AT = "driftloop.promoted_at"
     ROLLED_BACK_TO = "driftloop.rolled_back_to"  # on a rolled-back version
+    # A staged promotion (shadow → canary → champion), on the staged version: its stage
+    # (`shadow`, `canary`, `ended` once it became champion or was rolled back), since when,
+    # a canary's share, and the evaluation it came from (JSON: ids and reference numbers).
+    STAGE = "driftloop.stage"
+    STAGE_SINCE = "driftloop.stage_since"
+    STAGE_SHARE = "driftloop.stage_share"
+    STAGE_EVALUATION = "driftloop.stage_evaluation"
+    STAGE_ROLLED_BACK = "driftloop.stage_rolled_back"  # the stage a rollback ended
 
     @staticmethod
     def target(target: str, attempt: str, name: str) -> str:
@@ -217,6 +226,16 @@ def versions(client: MlflowClient, name: str, **tags: str) -> list[ModelVersion]
     clauses += [f"tags.`{tag}` = '{_quote(value)}'" for tag, value in tags.items()]
     found = client.search_model_versions(" AND ".join(clauses))
     return sorted(found, key=lambda v: int(v.version), reverse=True)
+
+
+def staged_versions(client: MlflowClient) -> list[ModelVersion]:
+    """Versions of every registered model now in a stage (`shadow` or `canary`)."""
+    found = [
+        version
+        for stage in STAGE_ALIASES
+        for version in client.search_model_versions(f"tags.`{Tag.STAGE}` = '{stage}'")
+    ]
+    return sorted(found, key=lambda v: (v.name, int(v.version)))
 
 
 def version_for_request(client: MlflowClient, name: str, request_id: str) -> ModelVersion | None:
