@@ -49,7 +49,7 @@ class PrototypeHead:
         return exp / exp.sum(axis=1, keepdims=True)
 
 
-def register_version(uri: str, name: str, encoder: TextEncoder) -> int:
+def register_version(uri: str, name: str, encoder: TextEncoder, *, champion: bool = True) -> int:
     labels = list(PROTOTYPES)
     head = PrototypeHead(labels, encoder.encode(list(PROTOTYPES.values())))
     mlflow.set_tracking_uri(uri)
@@ -62,7 +62,8 @@ def register_version(uri: str, name: str, encoder: TextEncoder) -> int:
             pip_requirements=["mlflow"],  # no inference: it would load the model again
         )
         version = mlflow.register_model(info.model_uri, name)
-    client.set_registered_model_alias(name, registry.CHAMPION, version.version)
+    if champion:
+        client.set_registered_model_alias(name, registry.CHAMPION, version.version)
     return int(version.version)
 
 

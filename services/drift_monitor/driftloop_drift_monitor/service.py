@@ -185,6 +185,8 @@ class DriftMonitorService(ServiceBase[Event]):
         if isinstance(event, InteractionEmbeddedEvent):
             self._buffer.setdefault(event.model_key, []).append(event)
             return []
+        if event.payload.stage != "champion":
+            return []  # a shadow or canary stage: the champion, and its baseline, stay
         # A new champion (or a rollback): its baseline replaces the old one.
         outputs = await self.flush()  # score what arrived before the change first
         self.monitor.reload(event.model_key)

@@ -29,6 +29,7 @@ import numpy as np
 
 from driftloop_common.contracts.events import ModelKey, Stage
 from driftloop_predictor.batching import BatchConfig, Batcher, ModelFailedError, Scored
+from driftloop_predictor.scoring import is_tabular, score_records
 
 __all__ = ["Loaded", "Loader", "ServedModels", "StagedVersion", "in_canary", "score_text"]
 
@@ -207,7 +208,8 @@ class ServedModels:
             if self.on_batch is not None:
                 self.on_batch(key, size)
 
-        batcher = Batcher(lambda t: score_text(model, t), self.batching, count)
+        score = score_records if is_tabular(key.model_type) else score_text
+        batcher = Batcher(lambda inputs: score(model, inputs), self.batching, count)
         after = self._shadow_after if stage == "champion" else None
         return Loaded(key, key.registered_model, version, model, batcher, stage, share, after)
 

@@ -30,6 +30,8 @@ from driftloop_common.runtime.metrics import LoopMetrics, MetricSet, counter, ga
 from driftloop_common.runtime.service import ServiceBase
 from driftloop_predictor.batching import Scored
 from driftloop_predictor.bot_connector import bot_connector_router
+from driftloop_predictor.data_action import data_action_router
+from driftloop_predictor.explain import explain_router
 from driftloop_predictor.guards import Guards, OipLimits
 from driftloop_predictor.models import Loaded, Loader, ServedModels
 from driftloop_predictor.oip import oip_router
@@ -205,4 +207,6 @@ class PredictorService(ServiceBase[ModelEvent]):
         router = APIRouter()
         router.include_router(oip_router(guards, self.record))
         router.include_router(bot_connector_router(guards, self.record))
+        router.include_router(data_action_router(guards, self.record))
+        router.include_router(explain_router(guards))
         return router
