@@ -362,3 +362,19 @@ async def test_start_up_rebuilds_what_is_live_from_the_history_in_time_order(
     assert (live.version, live.restored, live.cause.event_id) == (1, True, back.event_id)
     assert live.reference is not None and live.reference.confidence == 0.9
     assert service.restored == 3
+
+
+def test_the_estimate_needs_the_drop_beyond_its_own_bootstrap_band() -> None:
+    spread = [1.0, 0.5]  # mean 0.75: 0.15 below the promotion's 0.90, but noisy
+    w = watcher(min_predictions=8)
+    w.apply(promoted(1, confidence=None, accuracy=0.9))
+    assert feed(w, stream(1, spread * 4)) == []  # 8 such points: 0.90 is inside the band
+    check = w.last_checks[EN]
+    assert check.band is not None and check.band[0] < 0.75 < 0.9 <= check.band[1]
+
+    w = watcher(min_predictions=400)
+    w.apply(promoted(1, confidence=None, accuracy=0.9))
+    [request] = feed(w, stream(1, spread * 200))  # the same spread, 400 points: beyond it
+    assert "estimate:" in request.payload.reason and "band" in request.payload.reason
+    band = w.last_checks[EN].band
+    assert band is not None and band[0] < 0.75 < band[1] < 0.9

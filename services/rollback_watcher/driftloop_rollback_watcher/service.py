@@ -55,6 +55,13 @@ class WatchMetrics(MetricSet):
         "probability (CBPE; assumes calibrated probabilities).",
         "model_key",
     )
+    estimate_band = gauge(
+        "expected_accuracy_band",
+        "The estimate's bootstrap band (bound: low, high), computed once the estimate fell by "
+        "more than the allowed drop.",
+        "model_key",
+        "bound",
+    )
     window_confidence = gauge(
         "window_mean_confidence", "Mean confidence of the live version's window.", "model_key"
     )
@@ -105,6 +112,12 @@ class WatchMetrics(MetricSet):
             else:  # a new live version has no window yet: no estimate, not the old one's
                 with contextlib.suppress(KeyError):
                     shown.remove(label)
+        for bound, i in (("low", 0), ("high", 1)):
+            if check is not None and check.band is not None:
+                self.estimate_band.labels(label, bound).set(check.band[i])
+            else:
+                with contextlib.suppress(KeyError):
+                    self.estimate_band.remove(label, bound)
         for reason in IGNORE_REASONS:
             self.catch_up(self.ignored.labels(label, reason), watcher.ignored.get((key, reason), 0))
         for reason in HOLD_REASONS:

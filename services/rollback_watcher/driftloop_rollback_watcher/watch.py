@@ -21,7 +21,9 @@ same decisions with the same ids.
                `estimate`    the label-free accuracy estimate — the mean top-class
                              probability, which is the expected accuracy of a calibrated
                              model (CBPE) — is more than `estimate_drop` (absolute) below
-                             the accuracy the promotion recorded.
+                             the accuracy the promotion recorded, and that accuracy is
+                             above the estimate's own bootstrap band (`estimate_band`, 95 %
+                             by default): a drop the window's noise does not explain.
     decision   one `rollback.requested` per live version (its id derived from the event
                that made it live); none while a version restored by a rollback is inside
                its `cooldown_minutes` (anti-flap; counted as held).
@@ -43,6 +45,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Literal
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from driftloop_common.contracts.events import (
@@ -79,6 +82,10 @@ class WatchConfig(BaseModel):
     confidence_drop: float = Field(default=0.10, gt=0, lt=1)
     # Absolute: 0.10 fires when the estimated accuracy < the promotion's accuracy - 0.10.
     estimate_drop: float = Field(default=0.10, gt=0, le=1)
+    # The estimate's bootstrap interval (level, resamples): the estimate signal needs the
+    # promotion's accuracy above it.
+    estimate_band: float = Field(default=0.95, gt=0, lt=1)
+    bootstrap_samples: int = Field(default=200, ge=20)
     # A version restored by a rollback is not rolled back automatically for this long.
     cooldown_minutes: float = Field(default=60.0, ge=0)
     # Promotions and rollbacks read back at start-up: a rolled-back-to version's reference
@@ -136,6 +143,9 @@ class ConfidenceWindow:
             self._items.append((at, confidence))
         self._sum += confidence
 
+    def values(self) -> np.ndarray:
+        return np.fromiter((c for _, c in self._items), dtype=np.float64, count=len(self._items))
+
     def drop_before(self, cutoff: datetime) -> None:
         while self._items and self._items[0][0] < cutoff:
             self._sum -= self._items.popleft()[1]
@@ -165,6 +175,17 @@ class Check:
     n: int
     reference: Reference | None
     signals: tuple[Signal, ...]
+    band: tuple[float, float] | None = None  # the estimate's bootstrap band, when computed
+
+
+def bootstrap_band(values: np.ndarray, level: float, samples: int) -> tuple[float, float]:
+    """The percentile bootstrap interval of `values`' mean. Seeded by the window's length,
+    so a replay of the same window draws the same band."""
+    rng = np.random.default_rng(len(values))
+    means = values[rng.integers(0, len(values), size=(samples, len(values)))].mean(axis=1)
+    tail = (1 - level) / 2
+    low, high = np.quantile(means, [tail, 1 - tail])
+    return float(low), float(high)
 
 
 class RollbackWatcher:
@@ -278,6 +299,7 @@ class RollbackWatcher:
         if mean is None:
             return None
         signals: list[Signal] = []
+        band = None
         ref = live.reference
         if n >= self.config.min_predictions and ref is not None:
             if ref.confidence is not None and mean < ref.confidence * (
@@ -285,8 +307,14 @@ class RollbackWatcher:
             ):
                 signals.append("confidence")
             if ref.accuracy is not None and ref.accuracy - mean > self.config.estimate_drop:
-                signals.append("estimate")
-        return Check(mean=mean, n=n, reference=ref, signals=tuple(signals))
+                # Only then the band (it costs resamples of the whole window).
+                config = self.config
+                band = bootstrap_band(
+                    live.window.values(), config.estimate_band, config.bootstrap_samples
+                )
+                if ref.accuracy > band[1]:
+                    signals.append("estimate")
+        return Check(mean=mean, n=n, reference=ref, signals=tuple(signals), band=band)
 
     def _decide(self, key: ModelKey, live: Live, at: datetime) -> list[Event]:
         check = self.check(live)
@@ -331,8 +359,9 @@ class RollbackWatcher:
             )
         if "estimate" in check.signals and ref.accuracy is not None:
             drop, limit = ref.accuracy - check.mean, self.config.estimate_drop
+            band = f", band {check.band[0]:.3f}–{check.band[1]:.3f}" if check.band else ""
             parts.append(
-                f"estimate: expected accuracy {check.mean:.3f} is {drop:.3f} below the "
+                f"estimate: expected accuracy {check.mean:.3f}{band} is {drop:.3f} below the "
                 f"promotion's {ref.accuracy:.3f} (limit {limit:.2f})"
             )
         window = f"{self.config.window_minutes:g} min"
