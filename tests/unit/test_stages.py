@@ -20,7 +20,16 @@ from driftloop_common.contracts.events import (
 from driftloop_predictor.models import StagedVersion, in_canary
 from driftloop_promoter.rollout import RolloutOptions, StagedFrom
 from driftloop_rollback_watcher.watch import RollbackWatcher, WatchConfig
-from tests.unit.test_predictor import AUTH, NAME, FakeLoader, http, promoted, service
+from tests.unit.test_predictor import (
+    AUTH,
+    NAME,
+    FakeLoader,
+    ProbaModel,
+    http,
+    infer_body,
+    promoted,
+    service,
+)
 from tests.unit.test_rollback_watcher import EN, T0
 from tests.unit.test_rollback_watcher import promoted as watcher_promoted
 
@@ -221,3 +230,49 @@ def test_a_stage_ended_by_a_rollback_or_a_promotion_loses_its_window() -> None:
     watcher.apply(staged_promoted(3, "canary"))
     watcher.apply(watcher_promoted(3, at=T0 + timedelta(minutes=9)))
     assert EN not in watcher.staged and watcher.keys[EN].version == 3
+
+
+# ------------------------------------------------------------------ abstain
+
+
+class FlooredModel(ProbaModel):
+    """A version whose training chose 0.65 as its abstain floor ("stop" scores 0.6)."""
+
+    abstain_floor = 0.65
+
+
+@pytest.mark.parametrize("on", [True, False])
+async def test_below_its_floor_an_intent_model_abstains_only_where_abstain_is_on(on: bool) -> None:
+    loader = FakeLoader()
+    loader.models[1] = FlooredModel()  # type: ignore[assignment]
+    svc = service(loader, abstain=["intent/en-us"] if on else [])
+    await svc.on_start()
+    async with http(svc) as client:
+        body = {
+            "inputs": [
+                {"name": "text", "shape": [2], "datatype": "BYTES", "data": ["bill", "stop"]}
+            ]
+        }
+        outputs = (await client.post(f"/v2/models/{NAME}/infer", json=body, headers=AUTH)).json()
+        stop = {"botSessionId": "s", "inputMessage": {"text": "stop"}}
+        bot = (await client.post(f"/genesys/bot-connector/{NAME}", json=stop, headers=AUTH)).json()
+    labels, confidences = outputs["outputs"][0]["data"], outputs["outputs"][1]["data"]
+    assert labels == (["billing", "out_of_scope"] if on else ["billing", "cancel"])
+    assert confidences == pytest.approx([0.7, 0.6])  # the model's own confidence, kept
+    if on:
+        assert bot["botState"] == "Failed" and bot["errorInfo"]["errorCode"] == "out_of_scope"
+    else:
+        assert (bot["botState"], bot["intent"]) == ("Complete", "cancel")
+    await svc.models.aclose()
+
+
+async def test_a_version_without_a_floor_never_abstains() -> None:
+    loader = FakeLoader()
+    loader.models[1] = ProbaModel()  # type: ignore[assignment]
+    svc = service(loader, abstain=["intent/en-us"])
+    await svc.on_start()
+    async with http(svc) as client:
+        body = infer_body(["stop"])
+        outputs = (await client.post(f"/v2/models/{NAME}/infer", json=body, headers=AUTH)).json()
+    assert outputs["outputs"][0]["data"] == ["cancel"]
+    await svc.models.aclose()

@@ -3,6 +3,7 @@
 Genesys posts `{botSessionId, inputMessage: {text}, …}`; the answer is
 `{botState, intent, confidence, replymessages, slotValues, parameters, errorInfo}`:
 `Complete` with the intent found, `Failed` (with `errorInfo`) when there is no text, the
+answer is out of scope (below the version's abstain floor, where abstain is on), the
 model is not loaded or it fails, so the Architect flow takes its failure path instead of
 waiting. `parameters.model_version` names the version that answered. The same bearer
 token and body limit as the inference routes apply; the bot session id is the
@@ -78,6 +79,8 @@ def bot_connector_router(guards: Guards, on_predictions: OnPredictions) -> APIRo
             log.error("%s v%s failed on a batch: %s", name, loaded.version, exc)
             return failed("model_failed", f"{name} v{loaded.version} failed on this message")
         on_predictions(loaded, scored.labels, scored.confidences, bot.botSessionId)
+        if scored.labels[0] == guards.models.abstain_label:  # below the version's floor
+            return failed("out_of_scope", f"no intent above {name} v{loaded.version}'s floor")
         answer: dict[str, Any] = {
             "botState": "Complete",
             "intent": scored.labels[0],

@@ -14,14 +14,19 @@ share (the same conversation always gets the same version; a request without a
 conversation id gets the champion). `shadow`: every request the champion answers is
 scored again by it in the background; its answer is never returned, only reported
 (`on_shadow`), so a slow or failing shadow costs the caller nothing.
+
+Abstain (intent models, on per registered model): a version whose training chose a
+confidence floor on validation (`abstain_floor`) answers `abstain_label` instead of its
+best intent below that floor; the confidence stays the model's own.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -52,6 +57,21 @@ class Loader(Protocol):
     def staged(self, name: str) -> StagedVersion | None: ...
 
     def load(self, name: str, version: int) -> Any: ...
+
+
+def abstained(scored: Scored, floor: float, label: str) -> Scored:
+    """`scored` with every answer below `floor` replaced by `label` (out of scope)."""
+    labels = [
+        label if c < floor else best
+        for best, c in zip(scored.labels, scored.confidences, strict=True)
+    ]
+    return dataclasses.replace(scored, labels=labels)
+
+
+def abstain_floor(model: Any) -> float:
+    """The floor a version's training chose (0: none; versions before it had none)."""
+    floor = getattr(model, "abstain_floor", 0.0)
+    return float(floor) if isinstance(floor, int | float) and 0 < floor < 1 else 0.0
 
 
 def in_canary(name: str, conversation_id: str, share_percent: float) -> bool:
@@ -112,8 +132,11 @@ class ServedModels:
         batching: BatchConfig,
         on_batch: Callable[[ModelKey, int], None] | None = None,
         on_shadow: OnShadow | None = None,
+        abstain: Collection[str] = (),
+        abstain_label: str = "out_of_scope",
     ) -> None:
         self.keys = {key.registered_model: key for key in keys}
+        self.abstain, self.abstain_label = frozenset(abstain), abstain_label
         self.loader = loader
         self.batching = batching
         self.on_batch = on_batch
@@ -209,7 +232,14 @@ class ServedModels:
                 self.on_batch(key, size)
 
         score = score_records if is_tabular(key.model_type) else score_text
-        batcher = Batcher(lambda inputs: score(model, inputs), self.batching, count)
+        floor = abstain_floor(model) if key.registered_model in self.abstain else 0.0
+        label = self.abstain_label
+
+        def scored(inputs: list[Any]) -> Scored:
+            answer = score(model, inputs)
+            return abstained(answer, floor, label) if floor > 0 else answer
+
+        batcher = Batcher(scored, self.batching, count)
         after = self._shadow_after if stage == "champion" else None
         return Loaded(key, key.registered_model, version, model, batcher, stage, share, after)
 

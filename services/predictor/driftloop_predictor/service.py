@@ -96,6 +96,8 @@ class PredictorService(ServiceBase[ModelEvent]):
             settings,
             on_batch=lambda key, size: self.counts.batch_size.labels(str(key)).observe(size),
             on_shadow=self.record_shadow,
+            abstain=[key.registered_model for key in settings.abstain],
+            abstain_label=settings.abstain_label,
         )
         self.pending = PendingPredictions(settings.max_pending_predictions)
         self.clock = clock

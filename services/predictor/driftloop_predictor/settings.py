@@ -23,6 +23,10 @@ class PredictorSettings(ServiceSettings, BatchConfig):
     mlflow: MlflowSettings = Field(default_factory=MlflowSettings)
     # When set, every /v2/models/… request needs `Authorization: Bearer <token>`.
     api_token: SecretStr | None = None
+    # Intent keys whose answers below the version's validated confidence floor become
+    # `abstain_label` (e.g. DRIFTLOOP_ABSTAIN='["intent/en-us"]'); off by default.
+    abstain: list[ModelKey] = Field(default_factory=list)
+    abstain_label: str = Field(default="out_of_scope", min_length=1)
     max_body_bytes: int = Field(default=1 << 20, gt=0)  # 413 above
     max_batch: int = Field(default=256, gt=0)  # inputs per request; 422 above
     # Predictions waiting to be published as `prediction` events; the oldest are dropped
