@@ -35,6 +35,9 @@ class FamilyOptions(BaseModel):
     # Full fine-tuning of the encoder: off by default (slow on CPUs); auto = with CUDA.
     fine_tune: FineTune = "false"
     fine_tune_epochs: int = Field(default=3, gt=0)
+    # Text: temperature-scale the head when its validation ECE is above this (0: always,
+    # 1: never); the label-free accuracy estimate is only as good as the calibration.
+    calibrate_above_ece: float = Field(default=0.02, ge=0, le=1)
 
 
 @dataclass

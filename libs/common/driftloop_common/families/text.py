@@ -1,7 +1,9 @@
 """Text classifiers (intent, sentiment, next-best-action): labelled rows of the interaction
 store — the MiniLM embeddings the collector stored and the text — and a classifier head
 (`ml.modeling.text_head`), or optionally a fine-tuned encoder; a version carries a drift
-baseline for the drift-monitor. Judged by macro-F1, per-class F1 and shadow agreement."""
+baseline for the drift-monitor, and the temperature and abstain floor chosen on validation
+(`ml.modeling.calibration`). Judged by macro-F1, per-class F1 and shadow agreement; the
+ECE of both models is reported, not judged."""
 
 from __future__ import annotations
 
@@ -29,11 +31,13 @@ from driftloop_common.families.base import (
 from driftloop_common.families.rules import EvaluationOptions, classification_verdict
 from driftloop_common.ml.drift.baseline import ARTIFACT_PATH, DriftBaseline, build_baseline
 from driftloop_common.ml.encoder import MODEL_ID
+from driftloop_common.ml.modeling.calibration import Calibration, calibrate
 from driftloop_common.ml.modeling.finetune import use_fine_tuning
 from driftloop_common.ml.modeling.metrics import (
     ClassificationScores,
     classification_scores,
     distribution_shift,
+    expected_calibration_error,
 )
 from driftloop_common.ml.modeling.pyfunc import TextClassifier
 from driftloop_common.ml.modeling.reports import confusion_matrix_png, markdown_table
@@ -50,6 +54,7 @@ class TextFit(FittedModel):
     test_pred: np.ndarray
     candidates: Any  # the hyperparameter search (or fine-tuning history), logged as JSON
     scores: dict[str, ClassificationScores]  # validation and test
+    calibration: Calibration
 
 
 class TextFamily(FamilyBase):
@@ -75,19 +80,35 @@ class TextFamily(FamilyBase):
         from mlflow.models import infer_signature
 
         train, validation, test = (data.frames[s] for s in SPLITS)
-        if use_fine_tuning(self.options.fine_tune):
-            model, params, candidates, val_pred, artifacts = self._fine_tune(data, seed, progress)
+        fine_tuned = use_fine_tuning(self.options.fine_tune)
+        if fine_tuned:
+            model, params, candidates, val_proba, artifacts = self._fine_tune(data, seed, progress)
         else:
-            model, params, candidates, val_pred, artifacts = self._head(data, seed, progress)
-        progress(f"chose {params}; scoring the test window")
-        val_scores = classification_scores(validation.labels, val_pred)
-        test_proba = model.predict_examples_proba(test)
-        test_pred = np.asarray(model.labels, dtype=object)[test_proba.argmax(axis=1)]
+            model, params, candidates, val_proba, artifacts = self._head(data, seed, progress)
+        labels = np.asarray(model.labels, dtype=object)
+        column = {label: i for i, label in enumerate(model.labels)}
+        calibration = calibrate(
+            val_proba,
+            np.asarray([column[str(label)] for label in validation.labels]),
+            above_ece=self.options.calibrate_above_ece,
+        )
+        model.temperature, model.abstain_floor = calibration.temperature, calibration.abstain_floor
+        progress(
+            f"chose {params}; validation ECE {calibration.validation_ece_raw:.4f} → "
+            f"{calibration.validation_ece:.4f} (T = {calibration.temperature:.3f}), "
+            f"abstain floor {calibration.abstain_floor:.3f}; scoring the test window"
+        )
+        val_scores = classification_scores(validation.labels, labels[val_proba.argmax(axis=1)])
+        test_proba = model.predict_examples_proba(test)  # calibrated
+        test_pred = labels[test_proba.argmax(axis=1)]
         test_scores = classification_scores(test.labels, test_pred)
+        test_confidence = test_proba.max(axis=1)
         metrics = {
             **val_scores.as_metrics("validation"),
             **test_scores.as_metrics("test"),
-            "test_mean_confidence": float(test_proba.max(axis=1).mean()),
+            "test_mean_confidence": float(test_confidence.mean()),
+            "test_ece": expected_calibration_error(test_confidence, test_pred == test.labels),
+            **calibration.as_metrics(),
         }
         metrics |= {metric_name("validation_f1", k): v for k, v in val_scores.per_class_f1.items()}
         metrics |= {metric_name("test_f1", k): v for k, v in test_scores.per_class_f1.items()}
@@ -118,6 +139,7 @@ class TextFamily(FamilyBase):
             test_pred=test_pred,
             candidates=candidates,
             scores={"validation": val_scores, "test": test_scores},
+            calibration=calibration,
         )
 
     def _head(self, data: SplitData, seed: int, progress: Progress) -> tuple:
@@ -131,11 +153,11 @@ class TextFamily(FamilyBase):
             seed=seed,
             progress=progress,
         )
-        val_pred = np.asarray(selection.labels, dtype=object)[
-            selection.validation_proba.argmax(axis=1)
-        ]
         model = TextClassifier(head, self.encoder)
-        return model, dict(selection.params), selection.candidates, val_pred, None
+        # The validation probabilities of the head fitted on train alone: the final head
+        # may also have learned from the validation rows, so it cannot be calibrated on them.
+        proba = selection.validation_proba
+        return model, dict(selection.params), selection.candidates, proba, None
 
     def _fine_tune(self, data: SplitData, seed: int, progress: Progress) -> tuple:
         """Optional: fine-tune the encoder itself; the epoch count chosen on validation."""
@@ -152,10 +174,10 @@ class TextFamily(FamilyBase):
         )
         model = FineTunedClassifier(tuned.labels, config.max_length)
         model._load(tuned.folder)
-        val_pred = np.asarray(tuned.labels, dtype=object)[tuned.validation_proba.argmax(axis=1)]
         params = {"fine_tune": True, "epochs": tuned.epochs, "device": config.device}
         self.encoder_id = f"{model.encoder.id}@{model.encoder.precision}"
-        return model, params, tuned.history, val_pred, {"fine_tuned": str(tuned.folder)}
+        proba = tuned.validation_proba
+        return model, params, tuned.history, proba, {"fine_tuned": str(tuned.folder)}
 
     def write_artifacts(self, fitted: TextFit, folder: Path) -> None:
         fitted.baseline.save(folder / ARTIFACT_PATH)
@@ -168,11 +190,15 @@ class TextFamily(FamilyBase):
         )
 
     def report(self, fitted: TextFit) -> str:
-        scores = fitted.scores
+        scores, calibration = fitted.scores, fitted.calibration
         worst = sorted(scores["test"].per_class_f1.items(), key=lambda kv: kv[1])[:10]
         return "\n\n".join(
             [
                 f"Encoder `{self.encoder_id}`, head {fitted.params}.",
+                f"Calibration: validation ECE {calibration.validation_ece_raw:.4f} → "
+                f"{calibration.validation_ece:.4f} (temperature "
+                f"{calibration.temperature:.3f}), test ECE {fitted.metrics['test_ece']:.4f}; "
+                f"abstain floor {calibration.abstain_floor:.3f}.",
                 markdown_table(
                     ["split", "rows", "macro-F1", "accuracy"],
                     [
@@ -225,6 +251,7 @@ class TextFamily(FamilyBase):
             "challenger_macro_f1": ch_scores.macro_f1,
             "challenger_accuracy": ch_scores.accuracy,
             "challenger_test_confidence": float(ch_pred["confidence"].mean()),
+            "challenger_ece": _ece(ch_pred, test.labels),  # reported, not a gate
         }
         cp_scores = None
         if champion is not None:
@@ -234,6 +261,7 @@ class TextFamily(FamilyBase):
                 "champion_macro_f1": cp_scores.macro_f1,
                 "champion_accuracy": cp_scores.accuracy,
                 "champion_test_confidence": float(cp_pred["confidence"].mean()),
+                "champion_ece": _ece(cp_pred, test.labels),
                 "macro_f1_delta": ch_scores.macro_f1 - cp_scores.macro_f1,
             }
         shadow_window = Window(as_of - timedelta(hours=options.shadow_hours), as_of)
@@ -284,6 +312,12 @@ def _predict(model: TextClassifier, examples: TextExamples, stored: EncoderInfo)
     if model.encoder == stored:
         return model.predict_examples(examples)
     return model.predict(None, examples.texts)
+
+
+def _ece(predicted: pd.DataFrame, truth: np.ndarray | None) -> float:
+    """ECE of a model's answers (`label`, `confidence`) on labelled rows."""
+    correct = predicted["label"].to_numpy(dtype=object) == np.asarray(truth, dtype=object)
+    return expected_calibration_error(predicted["confidence"].to_numpy(), correct)
 
 
 def _newest(examples: TextExamples, n: int) -> TextExamples:

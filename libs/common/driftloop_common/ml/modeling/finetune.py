@@ -22,6 +22,7 @@ import numpy as np
 
 from driftloop_common.contracts.events import EncoderInfo
 from driftloop_common.ml.encoder import MAX_SEQ_LENGTH, MODEL_ID, model_dir
+from driftloop_common.ml.modeling.calibration import apply_temperature
 from driftloop_common.ml.modeling.pyfunc import TextClassifier, _texts
 
 FINE_TUNED_ID = f"{MODEL_ID}+fine-tuned"
@@ -227,7 +228,8 @@ class FineTunedClassifier(TextClassifier):
     def predict_proba(self, texts: list[str]) -> np.ndarray:
         if self._model is None:
             raise RuntimeError("load this model with mlflow.pyfunc.load_model")
-        return _proba(self._model, self._tokenizer, texts, FineTuneConfig(device="cpu"))
+        proba = _proba(self._model, self._tokenizer, texts, FineTuneConfig(device="cpu"))
+        return apply_temperature(proba, self.temperature)
 
     def predict_examples_proba(self, examples: Any) -> np.ndarray:
         return self.predict_proba(list(examples.texts))  # its own encoder, from the text

@@ -69,3 +69,28 @@ def distribution_shift(a: Sequence[str], b: Sequence[str]) -> float:
     pa = np.bincount([index[x] for x in a], minlength=len(labels)) / len(a)
     pb = np.bincount([index[x] for x in b], minlength=len(labels)) / len(b)
     return float(0.5 * np.abs(pa - pb).sum())
+
+
+def expected_calibration_error(
+    confidences: Sequence[float] | np.ndarray,
+    correct: Sequence[bool] | np.ndarray,
+    bins: int = 15,
+) -> float:
+    """How far the top-class confidence is from the accuracy it claims (0: calibrated).
+
+    The rows fall into `bins` equal-width bins of confidence, (0, 1/bins], …, ((bins−1)/bins,
+    1] (0 goes into the first); ECE is the row-weighted mean of |accuracy − mean confidence|
+    over the bins (Guo et al. 2017, 15 bins). The label-free accuracy estimate (the mean
+    confidence of a window) is only as good as this is small."""
+    conf = np.asarray(confidences, dtype=np.float64)
+    hits = np.asarray(correct, dtype=np.float64)
+    if len(conf) != len(hits):
+        raise ValueError(f"{len(conf)} confidences for {len(hits)} answers")
+    if len(conf) == 0:
+        raise ValueError("no rows to score")
+    if bins < 1:
+        raise ValueError(f"bins must be >= 1, got {bins}")
+    index = np.clip(np.ceil(conf * bins).astype(int) - 1, 0, bins - 1)
+    # Σ_b (n_b / n)·|acc_b − conf_b| = Σ_b |Σ_{i in b} (hit_i − conf_i)| / n
+    gap = np.bincount(index, weights=hits - conf, minlength=bins)
+    return float(np.abs(gap).sum() / len(conf))

@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from driftloop_common.contracts.events import EncoderInfo
+from driftloop_common.ml.modeling.calibration import apply_temperature
 
 # Our models accept a DataFrame, a list or a string and log an explicit signature; MLflow's
 # type-hint validation would reject the first two.
@@ -63,11 +64,30 @@ def _texts(model_input: Any) -> list[str]:
 
 
 class TextClassifier(mlflow.pyfunc.PythonModel):
-    """A text classification version: the MiniLM encoder (by reference) + a fitted head."""
+    """A text classification version: the MiniLM encoder (by reference) + a fitted head.
 
-    def __init__(self, head: _Head, encoder: EncoderInfo) -> None:
+    `temperature` (fitted on validation, `ml.modeling.calibration`) rescales the head's
+    probabilities in every `predict*`, so every reader gets calibrated confidences.
+    `abstain_floor`: the confidence below which validation answers were wrong more often
+    than right (the predictor abstains below it where a model key asks for that). Both are
+    class attributes too: versions pickled before they existed load with 1.0 and 0.0.
+    """
+
+    temperature: float = 1.0
+    abstain_floor: float = 0.0
+
+    def __init__(
+        self,
+        head: _Head,
+        encoder: EncoderInfo,
+        *,
+        temperature: float = 1.0,
+        abstain_floor: float = 0.0,
+    ) -> None:
         self.head = head
         self.encoder = encoder
+        self.temperature = temperature
+        self.abstain_floor = abstain_floor
         self._text_encoder: Any = None
 
     @property
@@ -93,7 +113,7 @@ class TextClassifier(mlflow.pyfunc.PythonModel):
 
     def predict_examples_proba(self, examples: _Examples) -> np.ndarray:
         """Class probabilities for texts that already have embeddings of `self.encoder`."""
-        return self.head.predict_proba(examples)
+        return apply_temperature(self.head.predict_proba(examples), self.temperature)
 
     def predict_examples(self, examples: _Examples) -> pd.DataFrame:
         return self._frame(self.predict_examples_proba(examples))
@@ -101,7 +121,9 @@ class TextClassifier(mlflow.pyfunc.PythonModel):
     def predict_proba(self, texts: list[str]) -> np.ndarray:
         from driftloop_common.ml.modeling.text_head import TextExamples
 
-        return self.head.predict_proba(TextExamples(texts=texts, embeddings=self._encode(texts)))
+        return self.predict_examples_proba(
+            TextExamples(texts=texts, embeddings=self._encode(texts))
+        )
 
     def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]
         """Raw text in; a DataFrame with `label` and `confidence` out."""
