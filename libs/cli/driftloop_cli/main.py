@@ -14,6 +14,7 @@ from driftloop_cli import generate as generate_commands
 from driftloop_cli import kafka_io
 from driftloop_cli import leads as lead_commands
 from driftloop_cli.generate import fail
+from driftloop_cli.status import status as status_command
 from driftloop_cli.train import train as train_command
 from driftloop_common.contracts.errors import DriftloopError
 from driftloop_common.contracts.events import (
@@ -49,6 +50,7 @@ app.add_typer(topics_app, name="topics")
 generate_commands.register(app)
 lead_commands.register(app)
 app.command("train")(train_command)
+app.command("status")(status_command)
 
 out = Console()
 err = Console(stderr=True)
