@@ -80,3 +80,12 @@ def test_the_mean_confidence_of_a_window_estimates_its_accuracy(embed: Embedding
     shown = ", ".join(f"{e:+.4f}" for e in errors)
     assert np.abs(errors).max() <= TOLERANCE, f"estimate − accuracy per window: {shown}"
     assert np.abs(errors).mean() < np.abs(raw_errors).mean()
+
+    # The version keeps a few training rows per intent for `/explain`: the nearest of them
+    # to a test text should mostly carry that text's intent (a sanity check of the bank,
+    # not of the head; the stored test embeddings stand in for encoding the text again).
+    bank = model.examples
+    assert bank is not None and len(set(bank.labels)) == len(model.labels)
+    nearest = [bank.labels[bank.nearest(vector, 1)[0][0]] for vector in x_test[:500]]
+    agreement = float(np.mean(np.asarray(nearest, dtype=object) == truth[:500]))
+    assert agreement > 0.6, f"nearest training example's intent = the text's in {agreement:.0%}"

@@ -286,3 +286,68 @@ async def test_the_live_version_can_be_named(served: Any) -> None:
     response = await client.post(url, json=text_body(["bill"]), headers=AUTH)
     assert response.status_code == 200
     assert np.isfinite(response.json()["explanations"][0]["tokens"][0]["effect"])
+
+
+# ------------------------------------------------------------------ explain: nearest examples
+
+
+def test_the_example_bank_keeps_a_few_rows_per_label_and_finds_the_closest() -> None:
+    from driftloop_common.ml.modeling.pyfunc import ExampleBank
+
+    rng = np.random.default_rng(3)
+    labels = ["a"] * 30 + ["b"] * 4 + ["c"] * 12
+    vectors = rng.standard_normal((len(labels), 8)).astype(np.float32)
+    texts = [f"row {i}" for i in range(len(labels))]
+    bank = ExampleBank.sample(texts, vectors, labels, per_label=5, seed=1)
+    assert sorted(bank.labels) == ["a"] * 5 + ["b"] * 4 + ["c"] * 5
+    assert np.allclose(np.linalg.norm(bank.embeddings.astype(np.float32), axis=1), 1, atol=1e-3)
+    assert bank.labels == ExampleBank.sample(texts, vectors, labels, 5, seed=1).labels  # seeded
+    kept = int(texts.index(bank.texts[7]))
+    [(first, similarity), *rest] = bank.nearest(vectors[kept] * 3.0, k=3)  # scale-free
+    assert bank.texts[first] == texts[kept] and similarity == pytest.approx(1.0, abs=1e-3)
+    assert len(rest) == 2 and all(s <= similarity for _, s in rest)
+
+
+class ExampleModel(KeywordModel):
+    """A `TextClassifier`-shaped fake that keeps an example bank: a word's "embedding" is a
+    one-hot of the first keyword it holds."""
+
+    VOCABULARY = ("bill", "invoice", "cancel", "stop", "please")
+
+    def __init__(self) -> None:
+        from driftloop_common.ml.modeling.pyfunc import ExampleBank
+
+        super().__init__()
+        texts = ["my bill is wrong", "another invoice", "cancel it", "stop now"]
+        labels = ["billing", "billing", "cancel", "cancel"]
+        self.examples = ExampleBank.sample(texts, self._encode(texts), labels, per_label=5)
+
+    def _encode(self, texts: list[str]) -> np.ndarray:
+        out = np.zeros((len(texts), len(self.VOCABULARY)), dtype=np.float32)
+        for row, text in enumerate(texts):
+            for word in text.lower().split():
+                if word in self.VOCABULARY:
+                    out[row, self.VOCABULARY.index(word)] += 1.0
+        return out + 1e-3
+
+    def nearest_examples(self, texts: list[str], k: int = 5) -> list[list[tuple[int, float]]]:
+        assert self.examples is not None
+        return [self.examples.nearest(v, k) for v in self._encode(texts)]
+
+
+@pytest.mark.parametrize("show_texts", [False, True])
+async def test_text_explanations_name_the_nearest_training_examples(show_texts: bool) -> None:
+    svc = await started({TEXT: ExampleModel()}, explain_texts=show_texts)
+    async with http(svc) as client:
+        response = await client.post(
+            explain_url(TEXT), json=text_body(["cancel please"]), headers=AUTH
+        )
+    await svc.models.aclose()
+    answer = response.json()
+    assert response.status_code == 200 and "note" not in answer
+    nearest = answer["explanations"][0]["nearest"]
+    assert [n["label"] for n in nearest][:1] == ["cancel"] and len(nearest) == 4
+    assert nearest[0]["similarity"] >= nearest[-1]["similarity"]
+    assert ("text" in nearest[0]) is show_texts  # other customers' words only when asked
+    if show_texts:
+        assert nearest[0]["text"] == "cancel it"

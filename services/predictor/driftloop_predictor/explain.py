@@ -17,9 +17,11 @@ The body is the infer body of the Open Inference Protocol (`oip.py`): a `BYTES` 
   model without class probabilities counts a variant whose label changes as losing all
   its confidence (an upper bound of the drop). All variants of a request are scored in one
   call through the version's batcher (not `Loaded.score`: no shadow scores them).
-  `nearest` (the closest training examples) is empty and `note` says why: a version
-  stores no training examples (the model holds only its fitted head; its drift baseline
-  holds projected embeddings and label counts, no texts).
+  `nearest`: the version's training examples closest to the text (a stratified sample
+  the trainer keeps with the version, `ExampleBank`), `{"label", "similarity"}` each,
+  most similar first, with their `text` only where `DRIFTLOOP_EXPLAIN_TEXTS` is on (they
+  are other customers' words); empty, with a `note`, for a version that keeps none
+  (older or fine-tuned ones).
 
 Explanations are not predictions: no `prediction` event is published (the occluded
 variants would skew the rolling confidence the rollback-watcher guards). Without a version
@@ -54,9 +56,11 @@ MAX_TOKENS = 64
 MAX_EXPLAIN_ROWS = 16
 """Rows per explain request: a text costs up to `MAX_TOKENS` + 1 model inputs."""
 NO_EXAMPLES = (
-    "nearest training examples are not available: this version stores no training "
-    "examples (its drift baseline holds projected embeddings and label counts, no texts)"
+    "nearest training examples are not available: this version keeps no training examples "
+    "(trained before they were kept, or fine-tuned)"
 )
+NEAREST = 5
+"""Training examples shown per explained text."""
 
 
 def occluded(text: str) -> tuple[list[str], list[str]]:
@@ -96,7 +100,26 @@ async def unrecorded(loaded: Loaded, items: list[Any]) -> Scored:
         raise OipError(500, f"{loaded.name} v{loaded.version} failed on this request") from None
 
 
-def explain_router(guards: Guards) -> APIRouter:
+async def nearest_examples(
+    loaded: Loaded, texts: list[str], show_texts: bool
+) -> list[list[dict[str, Any]]] | None:
+    """Per text, its nearest training examples; None when the version keeps none."""
+    model = loaded.model
+    bank = getattr(model, "examples", None)
+    if bank is None or not callable(getattr(model, "nearest_examples", None)):
+        return None
+    found = await call_model(model.nearest_examples, texts, NEAREST)
+    return [
+        [
+            {"label": bank.labels[i], "similarity": round(similarity, 4)}
+            | ({"text": bank.texts[i]} if show_texts else {})
+            for i, similarity in rows
+        ]
+        for rows in found
+    ]
+
+
+def explain_router(guards: Guards, show_texts: bool = False) -> APIRouter:
     router = APIRouter(route_class=ErrorRoute)
     limits = guards.limits
 
@@ -134,6 +157,11 @@ def explain_router(guards: Guards) -> APIRouter:
         split = [occluded(text) for text in texts]
         batch = [*texts, *(v for _, variants in split for v in variants)]
         answer = await unrecorded(loaded, batch)
+        try:
+            nearest = await nearest_examples(loaded, texts, show_texts)
+        except ModelFailedError as exc:
+            log.error("%s v%s failed finding examples: %s", loaded.name, loaded.version, exc)
+            raise OipError(500, f"{loaded.name} v{loaded.version} failed on this request") from None
         explanations, start = [], len(texts)
         for row, (tokens, variants) in enumerate(split):
             end = start + len(variants)
@@ -144,7 +172,7 @@ def explain_router(guards: Guards) -> APIRouter:
                     "confidence": original.confidences[0],
                     "tokens": token_effects(original, answer.rows(start, end), tokens),
                     "tokens_total": len(tokens),
-                    "nearest": [],
+                    "nearest": nearest[row] if nearest is not None else [],
                 }
             )
             start = end
@@ -171,7 +199,8 @@ def explain_router(guards: Guards) -> APIRouter:
             answer["explanations"] = await explain_records(loaded, parsed)
         else:
             answer["explanations"] = await explain_texts(loaded, parsed)
-            answer["note"] = NO_EXAMPLES
+            if getattr(loaded.model, "examples", None) is None:
+                answer["note"] = NO_EXAMPLES
         return JSONResponse(answer)
 
     @router.post("/v2/models/{name}/explain")

@@ -210,5 +210,5 @@ class PredictorService(ServiceBase[ModelEvent]):
         router.include_router(oip_router(guards, self.record))
         router.include_router(bot_connector_router(guards, self.record))
         router.include_router(data_action_router(guards, self.record))
-        router.include_router(explain_router(guards))
+        router.include_router(explain_router(guards, self.settings.explain_texts))
         return router

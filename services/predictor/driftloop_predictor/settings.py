@@ -27,6 +27,9 @@ class PredictorSettings(ServiceSettings, BatchConfig):
     # `abstain_label` (e.g. DRIFTLOOP_ABSTAIN='["intent/en-us"]'); off by default.
     abstain: list[ModelKey] = Field(default_factory=list)
     abstain_label: str = Field(default="out_of_scope", min_length=1)
+    # `/explain` shows the texts of the nearest training examples (other customers' words:
+    # off by default; their labels and similarities are always shown).
+    explain_texts: bool = False
     max_body_bytes: int = Field(default=1 << 20, gt=0)  # 413 above
     max_batch: int = Field(default=256, gt=0)  # inputs per request; 422 above
     # Predictions waiting to be published as `prediction` events; the oldest are dropped

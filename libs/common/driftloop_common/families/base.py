@@ -38,6 +38,8 @@ class FamilyOptions(BaseModel):
     # Text: temperature-scale the head when its validation ECE is above this (0: always,
     # 1: never); the label-free accuracy estimate is only as good as the calibration.
     calibrate_above_ece: float = Field(default=0.02, ge=0, le=1)
+    # Text: training rows per label kept with the version for `/explain`'s nearest examples.
+    explain_examples: int = Field(default=10, ge=0, le=200)
 
 
 @dataclass

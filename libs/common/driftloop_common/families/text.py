@@ -39,7 +39,7 @@ from driftloop_common.ml.modeling.metrics import (
     distribution_shift,
     expected_calibration_error,
 )
-from driftloop_common.ml.modeling.pyfunc import TextClassifier
+from driftloop_common.ml.modeling.pyfunc import ExampleBank, TextClassifier
 from driftloop_common.ml.modeling.reports import confusion_matrix_png, markdown_table
 from driftloop_common.ml.modeling.splits import SPLITS, Window
 from driftloop_common.ml.modeling.text_head import TextExamples
@@ -93,6 +93,12 @@ class TextFamily(FamilyBase):
             above_ece=self.options.calibrate_above_ece,
         )
         model.temperature, model.abstain_floor = calibration.temperature, calibration.abstain_floor
+        # The nearest training examples for `/explain`, in the stored embeddings' space
+        # (a fine-tuned version encodes with its own weights: none for it).
+        if not fine_tuned and self.options.explain_examples:
+            model.examples = ExampleBank.sample(
+                train.texts, train.embeddings, train.labels, self.options.explain_examples, seed
+            )
         progress(
             f"chose {params}; validation ECE {calibration.validation_ece_raw:.4f} → "
             f"{calibration.validation_ece:.4f} (T = {calibration.temperature:.3f}), "

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import mlflow.pyfunc
@@ -63,6 +64,51 @@ def _texts(model_input: Any) -> list[str]:
     return ["" if value is None else str(value) for value in column.tolist()]
 
 
+@dataclass
+class ExampleBank:
+    """A stratified sample of a version's training rows (a few per label): their unit-norm
+    stored embeddings (float16), labels and texts, so an answer can be explained by the
+    training examples nearest to it. Pickled with the version (≈ 1 MB for 77 labels)."""
+
+    labels: list[str]
+    texts: list[str]
+    embeddings: np.ndarray  # (n, dim) float16, rows of norm 1
+
+    @classmethod
+    def sample(
+        cls,
+        texts: Sequence[str],
+        embeddings: np.ndarray,
+        labels: Sequence[Any],
+        per_label: int = 10,
+        seed: int = 0,
+    ) -> ExampleBank:
+        rng = np.random.default_rng(seed)
+        by_label: dict[str, list[int]] = {}
+        for i, label in enumerate(labels):
+            by_label.setdefault(str(label), []).append(i)
+        keep = sorted(
+            int(i)
+            for rows in by_label.values()
+            for i in rng.choice(rows, size=min(per_label, len(rows)), replace=False)
+        )
+        vectors = np.asarray(embeddings, dtype=np.float32)[keep]
+        vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+        return cls(
+            [str(labels[i]) for i in keep],
+            [str(texts[i]) for i in keep],
+            vectors.astype(np.float16),
+        )
+
+    def nearest(self, embedding: np.ndarray, k: int) -> list[tuple[int, float]]:
+        """The `k` rows most similar to `embedding` (cosine), most similar first."""
+        query = np.asarray(embedding, dtype=np.float32)
+        query = query / max(float(np.linalg.norm(query)), 1e-12)
+        similarity = self.embeddings.astype(np.float32) @ query
+        best = np.argsort(-similarity, kind="stable")[:k]
+        return [(int(i), float(similarity[i])) for i in best]
+
+
 class TextClassifier(mlflow.pyfunc.PythonModel):
     """A text classification version: the MiniLM encoder (by reference) + a fitted head.
 
@@ -75,6 +121,7 @@ class TextClassifier(mlflow.pyfunc.PythonModel):
 
     temperature: float = 1.0
     abstain_floor: float = 0.0
+    examples: ExampleBank | None = None  # for `/explain`; None before it existed
 
     def __init__(
         self,
@@ -110,6 +157,13 @@ class TextClassifier(mlflow.pyfunc.PythonModel):
                     f"provides {self._text_encoder.info.id}"
                 )
         return self._text_encoder.encode(texts)
+
+    def nearest_examples(self, texts: list[str], k: int = 5) -> list[list[tuple[int, float]]]:
+        """Per text, the indices and cosine similarities of the `k` nearest rows of
+        `self.examples` (in the stored embeddings' space: the MiniLM encoder's)."""
+        if self.examples is None or not texts:
+            return [[] for _ in texts]
+        return [self.examples.nearest(vector, k) for vector in self._encode(texts)]
 
     def predict_examples_proba(self, examples: _Examples) -> np.ndarray:
         """Class probabilities for texts that already have embeddings of `self.encoder`."""
