@@ -276,3 +276,26 @@ async def test_a_version_without_a_floor_never_abstains() -> None:
         outputs = (await client.post(f"/v2/models/{NAME}/infer", json=body, headers=AUTH)).json()
     assert outputs["outputs"][0]["data"] == ["cancel"]
     await svc.models.aclose()
+
+
+def test_people_read_which_stage_an_event_is_about() -> None:
+    from driftloop_common.contracts.describe import describe
+
+    canary = staged_promoted(2, "canary")
+    canary = canary.model_copy(
+        update={"payload": canary.payload.model_copy(update={"share_percent": 15.0})}
+    )
+    assert "canary for 15 % of conversations" in describe(canary)
+    assert "never answered" in describe(staged_promoted(2, "shadow"))
+    ended = ModelRolledBackEvent(
+        producer="promoter",
+        model_key=EN,
+        payload=ModelRolledBack(
+            registered_model="intent-en-us",
+            from_version=2,
+            to_version=1,
+            reason="r",
+            stage="shadow",
+        ),
+    )
+    assert "the shadow stage of v2 ended, v1 stays" in describe(ended)

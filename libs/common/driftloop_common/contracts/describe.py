@@ -62,13 +62,21 @@ def _what(p: object) -> str | None:
             return f"v{p.version} evaluation{champion} {verdict}"
         case ModelPromoted():
             previous = f" (was v{p.previous_version})" if p.previous_version else ""
+            if p.stage == "canary":
+                return f"v{p.version} is canary for {p.share_percent:g} % of conversations"
+            if p.stage == "shadow":
+                return f"v{p.version} is shadow: scored beside the champion, never answered"
             return f"v{p.version} promoted to {', '.join(p.targets)}{previous}"
         case PromotionFailed():
             return f"v{p.version} promotion to {p.target} failed: {p.error}"
         case RollbackRequested():
             target = f" to v{p.to_version}" if p.to_version else ""
-            return f"rollback{target} requested by {p.requested_by}: {p.reason}"
+            of = f" of v{p.from_version}" if p.from_version else ""
+            return f"rollback{of}{target} requested by {p.requested_by}: {p.reason}"
         case ModelRolledBack():
+            if p.stage != "champion":
+                ended = f"the {p.stage} stage of v{p.from_version} ended"
+                return f"{ended}, v{p.to_version} stays: {p.reason}"
             return f"rolled back from v{p.from_version} to v{p.to_version}: {p.reason}"
         case Prediction():
             about = f" for {p.conversation_id}" if p.conversation_id else ""
