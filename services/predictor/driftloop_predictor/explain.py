@@ -42,7 +42,7 @@ from pydantic import ValidationError
 
 from driftloop_common.contracts.events import describe_validation_error
 from driftloop_predictor.batching import ModelFailedError, Scored
-from driftloop_predictor.guards import ErrorRoute, Guards, OipError
+from driftloop_predictor.guards import ErrorRoute, Guards, OipError, add_versioned_routes
 from driftloop_predictor.models import Loaded
 from driftloop_predictor.oip import InferRequest, records_of, scores_of, texts_of
 from driftloop_predictor.scoring import call_model, features_of, is_tabular
@@ -203,14 +203,6 @@ def explain_router(guards: Guards, show_texts: bool = False) -> APIRouter:
                 answer["note"] = NO_EXAMPLES
         return JSONResponse(answer)
 
-    @router.post("/v2/models/{name}/explain")
-    async def explain_live(request: Request, name: str) -> JSONResponse:
-        return await explain(request, name, None)
-
-    @router.post("/v2/models/{name}/versions/{version}/explain")
-    async def explain_version(request: Request, name: str, version: str) -> JSONResponse:
-        if not version.isdigit():
-            raise OipError(400, f"a version is a positive integer, not {version!r}")
-        return await explain(request, name, int(version))
+    add_versioned_routes(router, "explain", explain)
 
     return router

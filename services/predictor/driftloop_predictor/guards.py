@@ -7,13 +7,13 @@ import hmac
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from fastapi import Request, Response
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 
 from driftloop_predictor.models import Loaded, ServedModels
 
-__all__ = ["ErrorRoute", "Guards", "OipError", "OipLimits"]
+__all__ = ["ErrorRoute", "Guards", "OipError", "OipLimits", "add_versioned_routes"]
 
 
 class OipError(Exception):
@@ -87,3 +87,27 @@ class Guards:
             if len(raw) > limit:
                 raise OipError(413, f"the body is larger than {limit} bytes")
         return bytes(raw)
+
+
+Handle = Callable[[Request, str, int | None], Awaitable[Response]]
+
+
+def add_versioned_routes(router: APIRouter, action: str, handle: Handle) -> None:
+    """`POST /v2/models/{name}/<action>` (version None: whatever answers now) and
+    `POST /v2/models/{name}/versions/{version}/<action>` (that version, 400 if not a number)."""
+
+    async def live(request: Request, name: str) -> Response:
+        return await handle(request, name, None)
+
+    async def versioned(request: Request, name: str, version: str) -> Response:
+        if not version.isdigit():
+            raise OipError(400, f"a version is a positive integer, not {version!r}")
+        return await handle(request, name, int(version))
+
+    router.add_api_route(f"/v2/models/{{name}}/{action}", live, methods=["POST"], name=action)
+    router.add_api_route(
+        f"/v2/models/{{name}}/versions/{{version}}/{action}",
+        versioned,
+        methods=["POST"],
+        name=f"{action}_version",
+    )

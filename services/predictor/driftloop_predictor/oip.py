@@ -35,7 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from driftloop_common.contracts.events import describe_validation_error
 from driftloop_predictor.batching import ModelFailedError, Scored
-from driftloop_predictor.guards import ErrorRoute, Guards, OipError
+from driftloop_predictor.guards import ErrorRoute, Guards, OipError, add_versioned_routes
 from driftloop_predictor.models import Loaded
 from driftloop_predictor.scoring import (
     ScoredRecords,
@@ -312,14 +312,6 @@ def oip_router(guards: Guards, on_predictions: OnPredictions) -> APIRouter:
         ok = models.live(name) is not None
         return JSONResponse({"name": name, "ready": ok}, status_code=200 if ok else 503)
 
-    @router.post("/v2/models/{name}/infer")
-    async def infer_live(request: Request, name: str) -> JSONResponse:
-        return await infer(request, name, None)
-
-    @router.post("/v2/models/{name}/versions/{version}/infer")
-    async def infer_version(request: Request, name: str, version: str) -> JSONResponse:
-        if not version.isdigit():
-            raise OipError(400, f"a version is a positive integer, not {version!r}")
-        return await infer(request, name, int(version))
+    add_versioned_routes(router, "infer", infer)
 
     return router

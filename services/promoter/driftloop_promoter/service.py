@@ -5,7 +5,7 @@ With stages configured, its flush moves staged versions on (shadow â†’ canary â†
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from driftloop_common.contracts import topics
 from driftloop_common.contracts.errors import ConfigError
@@ -57,17 +57,11 @@ class PromoterService(ServiceBase[Request]):
         )
         return cls(promoter, metrics)
 
-    def __init__(
-        self,
-        promoter: Promoter,
-        metrics: LoopMetrics,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
+    def __init__(self, promoter: Promoter, metrics: LoopMetrics) -> None:
         self.promoter = promoter
         self.metrics = metrics
         self.counts = PromoterMetrics(metrics)
-        self.clock = clock
-        self._next_check = clock()
+        self._next_check = time.monotonic()  # the stages' clocks are read from then on
 
     def decode(self, record: Record) -> Request:
         return decode_event(
@@ -84,17 +78,17 @@ class PromoterService(ServiceBase[Request]):
 
     async def flush(self) -> Sequence[Event | DeadLetter]:
         """Staged versions whose stage is over move on (read from MLflow every `check_s`)."""
-        if not self.promoter.rollout.staged or self.clock() < self._next_check:
+        if not self.promoter.rollout.staged or time.monotonic() < self._next_check:
             return []
         events = await self.promoter.advance()
-        self._next_check = self.clock() + self.promoter.rollout.check_s  # after a success
+        self._next_check = time.monotonic() + self.promoter.rollout.check_s  # after a success
         self._count(events)
         return events
 
     def flush_due_in(self) -> float | None:
         if not self.promoter.rollout.staged:
             return None
-        return max(0.0, self._next_check - self.clock())
+        return max(0.0, self._next_check - time.monotonic())
 
     def _count(self, events: Sequence[Event]) -> None:
         for event in events:

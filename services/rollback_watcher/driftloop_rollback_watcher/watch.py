@@ -166,6 +166,19 @@ class Live:
     requested: bool = False
     stage: Stage = "champion"
 
+    @classmethod
+    def made_by(
+        cls,
+        event: Event,
+        version: int,
+        reference: Reference | None,
+        *,
+        restored: bool = False,
+        stage: Stage = "champion",
+    ) -> Live:
+        """The version `event` made live (or staged), from the event's time on."""
+        return cls(version, event.occurred_at, event, restored, reference, stage=stage)
+
 
 @dataclass(frozen=True)
 class Check:
@@ -226,12 +239,8 @@ class RollbackWatcher:
             live.reference = self.references.get((key, version))  # seen at last
         if live is not None and event.occurred_at < live.since:
             return False  # a replay of an older change
-        self.keys[key] = Live(
-            version=version,
-            since=event.occurred_at,
-            cause=event,
-            restored=restored,
-            reference=self.references.get((key, version)),
+        self.keys[key] = Live.made_by(
+            event, version, self.references.get((key, version)), restored=restored
         )
         self.last_checks.pop(key, None)
         log.info("%s: v%d live since %s (%s)", key, version, event.occurred_at, event.event_type)
@@ -250,14 +259,8 @@ class RollbackWatcher:
         self.references[(key, version)] = Reference.of(event)
         if staged is not None and event.occurred_at < staged.since:
             return False  # a replay of an older stage
-        self.staged[key] = Live(
-            version=version,
-            since=event.occurred_at,
-            cause=event,
-            restored=False,
-            reference=self.references[(key, version)],
-            stage=event.payload.stage,
-        )
+        reference = self.references[(key, version)]
+        self.staged[key] = Live.made_by(event, version, reference, stage=event.payload.stage)
         log.info("%s: v%d in %s since %s", key, version, event.payload.stage, event.occurred_at)
         return False
 
