@@ -154,8 +154,8 @@ async def setup(kafka_bootstrap: str, mlflow_uri: str, tmp_path: Path) -> AsyncI
                 "DRIFTLOOP_GENESYS__API_BASE_URL": sim,
                 "DRIFTLOOP_GENESYS_CLIENT__BACKOFF_BASE_S": "0.2",
                 "DRIFTLOOP_GENESYS_CLIENT__BACKOFF_CAP_S": "1",
-                "DRIFTLOOP_GENESYS_POLL_S": "0.3",
-                "DRIFTLOOP_GENESYS_F1_FLOOR": "0.5",
+                "DRIFTLOOP_GENESYS_NLU__POLL_S": "0.3",
+                "DRIFTLOOP_GENESYS_NLU__F1_FLOOR": "0.5",
             },
             tmp_path / "promoter.log",
         )
