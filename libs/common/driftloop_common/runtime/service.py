@@ -12,6 +12,7 @@ import contextlib
 import gc
 import logging
 import signal
+import socket
 from collections.abc import Generator, Mapping, Sequence
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -186,6 +187,10 @@ async def serve(settings: ServiceSettings, service: Service[Any]) -> None:
 
     # Bind first: a port in use fails here, before the loop consumes anything.
     sock = server.config.bind_socket()
+    # uvicorn binds with protocol 0, so asyncio never sets TCP_NODELAY on the accepted
+    # sockets: Nagle held every answer ~40 ms for the client's delayed ACK (uvicorn#3149).
+    if sock.family in (socket.AF_INET, socket.AF_INET6):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     http_task = asyncio.create_task(server.serve(sockets=[sock]), name="http")
     http_task.add_done_callback(lambda _: loop.stop())  # no HTTP, no service
     log.info(
