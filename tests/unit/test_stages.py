@@ -286,6 +286,7 @@ def test_people_read_which_stage_an_event_is_about() -> None:
         update={"payload": canary.payload.model_copy(update={"share_percent": 15.0})}
     )
     assert "canary for 15 % of conversations" in describe(canary)
+    assert "canary for a share of" in describe(staged_promoted(2, "canary"))  # share unknown
     assert "never answered" in describe(staged_promoted(2, "shadow"))
     ended = ModelRolledBackEvent(
         producer="promoter",

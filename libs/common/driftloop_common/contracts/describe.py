@@ -63,7 +63,8 @@ def _what(p: object) -> str | None:
         case ModelPromoted():
             previous = f" (was v{p.previous_version})" if p.previous_version else ""
             if p.stage == "canary":
-                return f"v{p.version} is canary for {p.share_percent:g} % of conversations"
+                share = f"{p.share_percent:g} %" if p.share_percent is not None else "a share"
+                return f"v{p.version} is canary for {share} of conversations"
             if p.stage == "shadow":
                 return f"v{p.version} is shadow: scored beside the champion, never answered"
             return f"v{p.version} promoted to {', '.join(p.targets)}{previous}"
