@@ -34,13 +34,14 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 
 
-async def test_a_passed_evaluation_goes_live_and_a_rollback_takes_it_back(
-    kafka_bootstrap: str, mlflow_uri: str, tmp_path: Path
-) -> None:
+async def two_versions_and_a_promoter(
+    kafka_bootstrap: str, mlflow_uri: str, tmp_path: Path, **env: str
+) -> tuple[ModelKey, str, MlflowClient, ServiceProcess]:
+    """A fresh model key with two registered versions, and a promoter process (not started)
+    for it, with `env` on top of the common settings."""
     key = ModelKey.parse(f"intent/en-{uuid.uuid4().hex[:6]}")
-    name = key.registered_model
     client = MlflowClient(mlflow_uri)
-    register_versions(client, name, 2)
+    register_versions(client, key.registered_model, 2)
     await make_topics(kafka_bootstrap, *topics.ALL_TOPICS)
     promoter = ServiceProcess(
         "driftloop_promoter",
@@ -50,8 +51,18 @@ async def test_a_passed_evaluation_goes_live_and_a_rollback_takes_it_back(
             "DRIFTLOOP_SERVICE_NAME": f"promoter-{uuid.uuid4().hex[:6]}",
             "DRIFTLOOP_AUTO_OFFSET_RESET": "latest",
             "DRIFTLOOP_STORE_URL": str(tmp_path / "store"),
+            **env,
         },
         tmp_path / "promoter.log",
+    )
+    return key, key.registered_model, client, promoter
+
+
+async def test_a_passed_evaluation_goes_live_and_a_rollback_takes_it_back(
+    kafka_bootstrap: str, mlflow_uri: str, tmp_path: Path
+) -> None:
+    key, name, client, promoter = await two_versions_and_a_promoter(
+        kafka_bootstrap, mlflow_uri, tmp_path
     )
     await promoter.start()
     await promoter.assigned()
@@ -106,25 +117,14 @@ async def test_a_staged_promotion_moves_on_by_the_clock_and_survives_a_kill(
 ) -> None:
     """shadow 1 s → canary 1 s → champion, published by the promoter's flush; killed during
     the canary, the restarted promoter finishes it from the version's tags."""
-    key = ModelKey.parse(f"intent/en-{uuid.uuid4().hex[:6]}")
-    name = key.registered_model
-    client = MlflowClient(mlflow_uri)
-    register_versions(client, name, 2)
-    await make_topics(kafka_bootstrap, *topics.ALL_TOPICS)
-    promoter = ServiceProcess(
-        "driftloop_promoter",
-        {
-            "DRIFTLOOP_KAFKA__BOOTSTRAP_SERVERS": kafka_bootstrap,
-            "DRIFTLOOP_MLFLOW__TRACKING_URI": mlflow_uri,
-            "DRIFTLOOP_SERVICE_NAME": f"promoter-{uuid.uuid4().hex[:6]}",
-            "DRIFTLOOP_AUTO_OFFSET_RESET": "latest",
-            "DRIFTLOOP_STORE_URL": str(tmp_path / "store"),
-            "DRIFTLOOP_ROLLOUT__SHADOW_S": "1",
-            "DRIFTLOOP_ROLLOUT__CANARY_S": "1",
-            "DRIFTLOOP_ROLLOUT__CANARY_PERCENT": "20",
-            "DRIFTLOOP_ROLLOUT__CHECK_S": "0.2",
-        },
-        tmp_path / "promoter.log",
+    key, name, client, promoter = await two_versions_and_a_promoter(
+        kafka_bootstrap,
+        mlflow_uri,
+        tmp_path,
+        DRIFTLOOP_ROLLOUT__SHADOW_S="1",
+        DRIFTLOOP_ROLLOUT__CANARY_S="1",
+        DRIFTLOOP_ROLLOUT__CANARY_PERCENT="20",
+        DRIFTLOOP_ROLLOUT__CHECK_S="0.2",
     )
     await promoter.start()
     await promoter.assigned()
