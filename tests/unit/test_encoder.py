@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from driftloop_common.contracts.errors import ConfigError
 from driftloop_common.ml.encoder import (
     ATTENTION_COST,
+    BACKEND_ENV,
     BATCH_COST_TOKENS,
     MODEL_ID,
     TextEncoder,
@@ -162,6 +163,34 @@ def test_empty_input_and_a_bare_string(encoder: TextEncoder) -> None:
         encoder.encode("a single string")
 
 
+def test_the_onnx_and_torch_backends_give_the_same_vectors(
+    encoder: TextEncoder, vectors: np.ndarray
+) -> None:
+    torch_encoder = TextEncoder(backend="torch").load()
+    texts = TEXTS + [f"{text} {text}" for text in TEXTS]  # padded batches of several lengths
+
+    assert encoder.backend == "onnx" and torch_encoder.backend == "torch"
+    assert encoder.info == torch_encoder.info
+    np.testing.assert_allclose(
+        encoder.encode(texts, batch_size=4), torch_encoder.encode(texts, batch_size=4), atol=1e-6
+    )
+    np.testing.assert_allclose(vectors, torch_encoder.encode(TEXTS), atol=1e-6)
+
+
+def test_the_backend_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(BACKEND_ENV, "torch")
+    assert TextEncoder().backend == "torch"
+    assert TextEncoder(backend="onnx").backend == "onnx"  # an explicit choice wins
+    monkeypatch.setenv(BACKEND_ENV, "tensorrt")
+    with pytest.raises(ConfigError, match=BACKEND_ENV):
+        TextEncoder()
+
+
+def test_int8_runs_on_torch_whatever_the_backend(int8: TextEncoder) -> None:
+    assert TextEncoder(precision="int8", backend="onnx").backend == "torch"
+    assert int8.backend == "torch"
+
+
 def test_int8_stays_close_to_fp32(int8: TextEncoder, vectors: np.ndarray) -> None:
     quantized = int8.encode(TEXTS)
     cosine = np.sum(quantized * vectors, axis=1)
@@ -213,7 +242,9 @@ def test_missing_model_files_are_a_config_error(
         TextEncoder().load()
 
 
-@pytest.mark.parametrize("kwargs", [{"precision": "fp16"}, {"num_threads": 0}])
+@pytest.mark.parametrize(
+    "kwargs", [{"precision": "fp16"}, {"num_threads": 0}, {"backend": "tensorrt"}]
+)
 def test_bad_settings_fail_fast(kwargs: dict) -> None:
     with pytest.raises(ConfigError):
         TextEncoder(**kwargs)

@@ -33,7 +33,10 @@ class BatchConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     max_batch_size: int = Field(default=64, gt=0)  # texts per model call
-    batch_wait_ms: float = Field(default=5.0, ge=0)  # how long a batch waits for company
+    # How long a batch waits for company. 2 ms fills batches of 64 at 64 clients for 2 ms
+    # more at one client; 5 ms costs a lone request 4 ms more, 0 halves the batches
+    # (docs/benchmarks.md, "Predictor").
+    batch_wait_ms: float = Field(default=2.0, ge=0)
 
 
 @dataclass(frozen=True)
