@@ -1,6 +1,9 @@
-"""Throughput of the text encoder: sentences/s by precision, batching and batch size.
+"""Throughput of the text encoder: sentences/s by precision, backend, batching and batch size.
 
 Run:  .venv/bin/python bench/bench_encoder.py [--n 2000] [--threads N]
+          [--precisions fp32 int8] [--backends onnx torch]
+
+fp32 runs on each of `--backends` (ONNX Runtime, torch eager); int8 only on torch.
 
 Batchings (each tokenizes the texts, then runs the model batch by batch):
 
@@ -137,14 +140,20 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[16, 32, 64, 128])
     parser.add_argument("--precisions", nargs="+", default=["fp32", "int8"])
+    parser.add_argument("--backends", nargs="+", default=["onnx", "torch"], help="for fp32")
     parser.add_argument("--repeat", type=int, default=1, help="runs per cell (median)")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--fit-cost", action="store_true", help="fit plan_batches' cost model")
     args = parser.parse_args()
     if args.fit_cost:
-        encoder = TextEncoder(precision=args.precisions[0], num_threads=args.threads).load()
+        encoder = TextEncoder(
+            precision=args.precisions[0], num_threads=args.threads, backend=args.backends[0]
+        ).load()
         print(f"command: python {shlex.join(sys.argv)}")
-        print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.precisions[0]}")
+        print(
+            f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
+            f"{args.precisions[0]} {encoder.backend}"
+        )
         fit_cost(encoder, args.repeat)
         return
 
@@ -153,18 +162,25 @@ def main() -> None:
     by_precision: dict[str, np.ndarray] = {}
     load_before = os.getloadavg()
     encoder = None
-    for precision in args.precisions:
-        encoder = TextEncoder(precision=precision, num_threads=args.threads).load()
+    configs = [
+        (precision, backend)
+        for precision in args.precisions
+        for backend in (args.backends if precision == "fp32" else ["torch"])
+    ]
+    for precision, backend in configs:
+        name = f"{precision} {backend}"
+        encoder = TextEncoder(precision=precision, num_threads=args.threads, backend=backend)
+        encoder.load()
         encoder.encode(texts[:64])  # warm-up: first-call allocations and kernel selection
         for batch_size in args.batch_sizes:
             seconds, vectors = timed(encoder.encode, texts, batch_size, repeat=args.repeat)
-            by_precision.setdefault(precision, vectors)
-            rows.append((precision, "planned", batch_size, len(texts) / seconds))
+            by_precision.setdefault(name, vectors)
+            rows.append((name, "planned", batch_size, len(texts) / seconds))
             for key in ("tokens", "chars", "unsorted"):
                 seconds, _ = timed(
                     fixed_batches, encoder, texts, batch_size, key, repeat=args.repeat
                 )
-                rows.append((precision, f"{key}, fixed", batch_size, len(texts) / seconds))
+                rows.append((name, f"{key}, fixed", batch_size, len(texts) / seconds))
 
     assert encoder is not None
     words = [len(t.split()) for t in texts]
@@ -183,12 +199,16 @@ def main() -> None:
         f"data: {len(texts)} sentences, words per sentence median {int(np.median(words))}, "
         f"max {max(words)}; tokens median {int(np.median(tokens))}, max {max(tokens)}"
     )
-    if {"fp32", "int8"} <= set(by_precision):
-        cosine = np.sum(by_precision["fp32"] * by_precision["int8"], axis=1)
+    fp32 = next((v for k, v in by_precision.items() if k.startswith("fp32")), None)
+    if fp32 is not None and "int8 torch" in by_precision:
+        cosine = np.sum(fp32 * by_precision["int8 torch"], axis=1)
         data += f"; int8 vs fp32 cosine mean {cosine.mean():.3f}, min {cosine.min():.3f}"
+    if {"fp32 onnx", "fp32 torch"} <= set(by_precision):
+        gap = np.abs(by_precision["fp32 onnx"] - by_precision["fp32 torch"]).max()
+        data += f"; fp32 onnx vs torch: largest difference {gap:.1e}"
     print(data)
     print()
-    print("| precision | batching | batch size | sentences/s |")
+    print("| precision, backend | batching | batch size | sentences/s |")
     print("|---|---|---:|---:|")
     for precision, batching, batch_size, per_s in rows:
         print(f"| {precision} | {batching} | {batch_size} | {per_s:,.0f} |")

@@ -103,8 +103,11 @@ def direct_batched(batch: int) -> str:
 # ------------------------------------------------------------------ the version
 
 
-def register_version(uri: str, train_rows: int, seed: int) -> tuple[int, dict[str, Any]]:
-    """Fit the default head on `train_rows` Banking77 rows, log and register it as champion."""
+def register_version(
+    uri: str, train_rows: int, seed: int, champion: bool = True
+) -> tuple[int, dict[str, Any]]:
+    """Fit the default head on `train_rows` Banking77 rows, log and register it (as
+    champion unless told otherwise)."""
     import mlflow
     import mlflow.pyfunc
     from mlflow.models import infer_signature
@@ -146,7 +149,8 @@ def register_version(uri: str, train_rows: int, seed: int) -> tuple[int, dict[st
             pip_requirements=["mlflow"],  # no inference: it would load the model again
         )
         version = mlflow.register_model(info.model_uri, NAME)
-    client.set_registered_model_alias(NAME, registry.CHAMPION, version.version)
+    if champion:
+        client.set_registered_model_alias(NAME, registry.CHAMPION, version.version)
     chosen = selection.best
     facts = {
         "train": len(train),
@@ -269,7 +273,8 @@ class Target:
         values = {}
         for line in text.splitlines():
             for part in ("sum", "count"):
-                if line.startswith(f"driftloop_predictor_batch_size_{part}{{"):
+                # `driftloop_<service name>_…`: each predictor here has a name of its own
+                if line.startswith("driftloop_predictor") and f"_batch_size_{part}{{" in line:
                     values[part] = float(line.rsplit(" ", 1)[1])
         return values.get("sum", 0.0), values.get("count", 0.0)
 
@@ -305,16 +310,18 @@ class Variant:
     nodelay: bool = False
     threads: int | None = None
     torch: bool = False  # the encoder's torch backend instead of ONNX Runtime
+    switch_us: int | None = None  # sys.setswitchinterval, in microseconds
 
     @classmethod
     def parse(cls, text: str) -> Variant:
         """`64:5`, `64:5:nodelay`, `64:0:nodelay:threads=1`, `64:2:torch`."""
         size, wait, *rest = text.split(":")
         threads = [int(r.removeprefix("threads=")) for r in rest if r.startswith("threads=")]
-        flags = {"nodelay", "torch"}
-        if set(rest) - flags - {f"threads={t}" for t in threads} or len(threads) > 1:
+        switch = [int(r.removeprefix("switch=")) for r in rest if r.startswith("switch=")]
+        valued = {f"threads={t}" for t in threads} | {f"switch={t}" for t in switch}
+        if set(rest) - {"nodelay", "torch"} - valued or len(threads) > 1 or len(switch) > 1:
             raise argparse.ArgumentTypeError(
-                f"expected size:wait_ms[:nodelay][:torch][:threads=N], got {text!r}"
+                f"expected size:wait_ms[:nodelay][:torch][:threads=N][:switch=µs], got {text!r}"
             )
         return cls(
             int(size),
@@ -322,6 +329,7 @@ class Variant:
             "nodelay" in rest,
             threads[0] if threads else None,
             "torch" in rest,
+            switch[0] if switch else None,
         )
 
     @property
@@ -333,13 +341,21 @@ class Variant:
             label += f", {self.threads} encoder thread{'s' if self.threads > 1 else ''}"
         if self.torch:
             label += ", torch encoder"
+        if self.switch_us:
+            label += f", GIL switch {self.switch_us} µs"
         return label
 
     def command(self) -> list[str]:
-        if not self.nodelay and self.threads is None:
+        if not self.nodelay and self.threads is None and self.switch_us is None:
             return [sys.executable, "-m", "driftloop_predictor"]
-        code = (NODELAY if self.nodelay else "") + (
-            THREADS.format(threads=self.threads) if self.threads else ""
+        code = (
+            (NODELAY if self.nodelay else "")
+            + (THREADS.format(threads=self.threads) if self.threads else "")
+            + (
+                f"import sys\nsys.setswitchinterval({self.switch_us} / 1e6)\n"
+                if self.switch_us
+                else ""
+            )
         )
         return [
             sys.executable,
@@ -352,6 +368,7 @@ def predictor(bootstrap: str, uri: str, variant: Variant, folder: Path) -> tuple
     port = free_port()
     env = {
         **os.environ,
+        "DRIFTLOOP_SERVICE_NAME": f"predictor-{port}",  # a group each: every one reloads
         "DRIFTLOOP_KAFKA__BOOTSTRAP_SERVERS": bootstrap,
         "DRIFTLOOP_HTTP_PORT": str(port),
         "DRIFTLOOP_SERVE": json.dumps([str(KEY)]),
@@ -610,6 +627,152 @@ async def first_answer(target: Target, text: str) -> float:
         return time.perf_counter() - sent
 
 
+@dataclass
+class Reload:
+    """One reload under a steady load: per request, when it was sent (seconds from the
+    start), its latency (ms), and the version that answered (None: an error)."""
+
+    to_version: str
+    event_at: float
+    sent: list[float] = field(default_factory=list)
+    latency_ms: list[float] = field(default_factory=list)
+    versions: list[str | None] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def switched_at(self) -> float | None:
+        """When the first answer from the new version came back."""
+        done = [
+            t + ms / 1e3
+            for t, ms, v in zip(self.sent, self.latency_ms, self.versions, strict=True)
+            if v == self.to_version
+        ]
+        return min(done) if done else None
+
+    def window(self, start: float, stop: float) -> list[float]:
+        """Latencies of the requests sent in [start, stop)."""
+        return [ms for t, ms in zip(self.sent, self.latency_ms, strict=True) if start <= t < stop]
+
+
+async def reload_once(
+    target: Target,
+    bodies: dict[str, bytes],
+    texts: list[str],
+    args: Any,
+    promote: Callable[[], Any],
+    to_version: int,
+) -> Reload:
+    """`--reload-clients` clients for `--reload-s` seconds; `promote()` at a third of it."""
+    pool = [await Connection(target.url).open() for _ in range(args.reload_clients)]
+    source = ordered(texts, 0)
+    started = time.perf_counter()
+    deadline = started + args.reload_s
+    measured = Reload(str(to_version), args.reload_s / 3)
+
+    async def client(connection: Connection) -> None:
+        while time.perf_counter() < deadline:
+            sent = time.perf_counter()
+            try:
+                status, answer = await connection.post(bodies[next(source)])
+            except (OSError, asyncio.IncompleteReadError, RuntimeError) as exc:
+                measured.errors.append(f"{type(exc).__name__}: {exc}"[:200])
+                await connection.close()
+                continue
+            measured.sent.append(sent - started)
+            measured.latency_ms.append((time.perf_counter() - sent) * 1e3)
+            if status == 200:
+                measured.versions.append(str(json.loads(answer)["model_version"]))
+            else:
+                measured.versions.append(None)
+                measured.errors.append(f"{status}: {answer[:200].decode(errors='replace')}")
+
+    async def reload() -> None:
+        await asyncio.sleep(measured.event_at)
+        measured.event_at = time.perf_counter() - started
+        await promote()
+
+    try:
+        await asyncio.gather(reload(), *(client(connection) for connection in pool))
+    finally:
+        for connection in pool:
+            await connection.close()
+    return measured
+
+
+async def reloads(
+    target: Target, texts: list[str], args: Any, bootstrap: str, uri: str, versions: list[int]
+) -> list[Reload]:
+    """`--reloads` promotions under load, back and forth between `versions`: the alias moved
+    in MLflow, then `model.promoted` published, as the promoter does."""
+    from driftloop_common.contracts import topics
+    from driftloop_common.contracts.events import ModelPromoted, ModelPromotedEvent
+    from tests.integration.helpers import produce
+
+    client = registry.client(uri)
+    bodies = {text: target.body(text) for text in set(texts)}
+    measured = []
+    for i in range(args.reloads):
+        to_version = versions[(i + 1) % len(versions)]
+
+        async def promote(version: int = to_version) -> None:
+            await asyncio.to_thread(
+                client.set_registered_model_alias, NAME, registry.CHAMPION, str(version)
+            )
+            event = ModelPromotedEvent(
+                producer="bench",
+                model_key=KEY,
+                payload=ModelPromoted(
+                    registered_model=NAME, version=version, targets=["predictor"]
+                ),
+            )
+            await produce(bootstrap, topics.MODEL_PROMOTED, [event])
+
+        result = await reload_once(target, bodies, texts, args, promote, to_version)
+        switched = None if result.switched_at is None else result.switched_at - result.event_at
+        print(
+            f"reload {i + 1} to v{to_version}: {len(result.sent)} requests, "
+            f"{len(result.errors)} errors, switched "
+            f"{fmt(switched, 2)} s after the event",
+            file=sys.stderr,
+            flush=True,
+        )
+        measured.append(result)
+        await asyncio.sleep(2)  # the old version's batcher drains; the next starts clean
+    return measured
+
+
+def reload_table(measured: list[Reload]) -> list[str]:
+    """Steady (requests sent before the event) against the reload (sent from the event
+    until a second after the new version's first answer), pooled over the reloads."""
+    steady, during, errors, switch = [], [], 0, []
+    for r in measured:
+        errors += len(r.errors)
+        steady += r.window(0.0, r.event_at)
+        end = (r.switched_at or r.event_at) + 1.0
+        during += r.window(r.event_at, end)
+        if r.switched_at is not None:
+            switch.append(r.switched_at - r.event_at)
+
+    def cells(name: str, values: list[float]) -> str:
+        q = np.quantile(values, [0.5, 0.99]) if values else [float("nan")] * 2
+        top = max(values) if values else float("nan")
+        return (
+            f"| {name} | {len(values):,} | {fmt(q[0])} | {fmt(q[1])} | {fmt(top)} | "
+            f"{fmt(top / np.quantile(steady, 0.5), 2) if steady else '–'} |"
+        )
+
+    return [
+        f"{len(measured)} reloads, {errors} errors; the new version's first answer "
+        f"{fmt(statistics.median(switch) if switch else None, 2)} s (median) / "
+        f"{fmt(max(switch) if switch else None, 2)} s (max) after the event",
+        "",
+        "| requests | answered | p50 ms | p99 ms | max ms | max ÷ steady p50 |",
+        "|---|---:|---:|---:|---:|---:|",
+        cells("steady, before the event", steady),
+        cells("reload: the event → 1 s after the new version's first answer", during),
+    ]
+
+
 # ------------------------------------------------------------------ report
 
 
@@ -789,6 +952,9 @@ def main() -> None:
         default=0.2,
         help="a round counts for a target when other processes used fewer CPUs than this",
     )
+    parser.add_argument("--reloads", type=int, default=6, help="promotions under load; 0: none")
+    parser.add_argument("--reload-clients", type=int, default=8)
+    parser.add_argument("--reload-s", type=float, default=6, help="per reload, event at 1/3")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     if reason := missing(BANKING77):
@@ -812,6 +978,9 @@ def main() -> None:
             uri = tracking.start()
             version, facts = register_version(uri, args.train_rows, args.seed)
             print(f"version {version}: {facts}", file=sys.stderr, flush=True)
+            other = None
+            if args.reloads:  # a second version to reload to and back
+                other, _ = register_version(uri, args.train_rows, args.seed + 1, champion=False)
             bootstrap = broker.start(timeout_s=180)
             targets, ready = [], []
             for variant in args.predictors:
@@ -831,6 +1000,11 @@ def main() -> None:
             wait_for_load(args.max_load, args.settle_s)  # the servers' start-up is over
             load_measured = os.getloadavg()
             rounds, cold, others = asyncio.run(schedule(model, targets, texts, args))
+            measured = []
+            if other is not None:
+                measured = asyncio.run(
+                    reloads(targets[0], texts, args, bootstrap, uri, [version, other])
+                )
         finally:
             for server in servers:
                 server.stop()
@@ -876,6 +1050,14 @@ def main() -> None:
         if r.errors:
             common = max(set(r.errors), key=r.errors.count)
             print(f"{r.system}, {r.clients} clients: {len(r.errors)} errors, e.g. {common}")
+    if measured:
+        print()
+        print(f"reloads of {targets[0].label}, {args.reload_clients} clients:")
+        for line in reload_table(measured):
+            print(line)
+        for r in measured:
+            for error in r.errors[:3]:
+                print(f"reload to v{r.to_version}: {error}")
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from driftloop_common.contracts.events import EncoderInfo
 from driftloop_common.families.base import FamilyOptions, SplitData
 from driftloop_common.families.rules import EvaluationOptions
 from driftloop_common.families.text import TextFamily
+from driftloop_common.ml.encoder import MODEL_ID
 from driftloop_common.ml.modeling.calibration import (
     abstain_floor,
     apply_temperature,
@@ -277,3 +278,25 @@ def test_the_evaluator_reports_both_models_ece(monkeypatch: pytest.MonkeyPatch) 
     assert "champion_ece" not in alone.metrics
     assert alone.metrics["challenger_ece"] == outcome.metrics["champion_ece"]
     assert not any("ece" in check.lower() for check in outcome.verdict.checks)
+
+
+class EmbeddingHead:
+    """Answers from the embeddings' first three dimensions (softmaxed): it needs the
+    real encoder's vectors."""
+
+    labels = ("a", "b", "c")
+
+    def predict_proba(self, examples: Any) -> np.ndarray:
+        first = np.exp(np.asarray(examples.embeddings, dtype=np.float64)[:, :3])
+        return first / first.sum(axis=1, keepdims=True)
+
+
+def test_warm_up_loads_the_encoder_so_the_first_request_does_not() -> None:
+    minilm = EncoderInfo(id=MODEL_ID, precision="fp32")
+    model = pickle.loads(pickle.dumps(TextClassifier(EmbeddingHead(), minilm)))
+    assert model._text_encoder is None  # a loaded version has no encoder yet
+
+    model.warm_up()
+
+    assert model._text_encoder is not None and model._text_encoder.loaded
+    assert model.predict_proba(["my card was declined"]).shape == (1, 3)

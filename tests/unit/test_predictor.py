@@ -388,6 +388,59 @@ async def test_a_reload_swaps_the_version_while_every_request_succeeds() -> None
     assert loader.loads == [1, 2]
 
 
+class WarmedModel(FakeModel):
+    """Answers only once warmed up (as a text version's encoder must be loaded first)."""
+
+    def __init__(self, version: int, fails: bool = False) -> None:
+        super().__init__(version)
+        self.fails = fails
+        self.warmed_on: list[str] = []
+
+    def warm_up(self) -> None:
+        self.warmed_on.append(threading.current_thread().name)
+        if self.fails:
+            raise OSError("weights missing")
+
+    def predict(self, context: Any, texts: list[str]) -> pd.DataFrame:
+        assert self.warmed_on, "scored before its warm-up"
+        return super().predict(context, texts)
+
+
+async def test_a_version_is_warmed_up_on_a_thread_before_it_serves() -> None:
+    loader = FakeLoader()
+    loader.models[1], loader.models[2] = WarmedModel(1), WarmedModel(2)
+    svc = service(loader)
+    await svc.on_start()
+    loader.champions[NAME] = 2
+    await svc.handle(promoted(2))
+    async with http(svc) as client:
+        answer = await client.post(f"/v2/models/{NAME}/infer", json=infer_body(["q"]), headers=AUTH)
+    await svc.models.aclose()
+
+    assert answer.status_code == 200 and answer.json()["model_version"] == "2"
+    for version in (1, 2):
+        model = loader.models[version]
+        assert isinstance(model, WarmedModel) and len(model.warmed_on) == 1
+        assert model.warmed_on[0] != threading.current_thread().name  # not on the event loop
+
+
+async def test_a_version_whose_warm_up_fails_is_not_served_and_the_old_one_stays() -> None:
+    loader = FakeLoader()
+    loader.models[2] = WarmedModel(2, fails=True)
+    svc = service(loader)
+    await svc.on_start()
+    loader.champions[NAME] = 2
+    with pytest.raises(PermanentError, match="failed its warm-up") as failed:
+        await svc.handle(promoted(2))
+    async with http(svc) as client:
+        answer = await client.post(f"/v2/models/{NAME}/infer", json=infer_body(["q"]), headers=AUTH)
+    await svc.models.aclose()
+
+    assert failed.value.code == "model_failed"
+    assert "weights missing" not in str(failed.value)  # named by its type only
+    assert answer.status_code == 200 and answer.json()["model_version"] == "1"
+
+
 async def test_the_champion_alias_decides_not_the_event() -> None:
     loader = FakeLoader()
     svc = service(loader)

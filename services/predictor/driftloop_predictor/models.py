@@ -4,6 +4,9 @@ A reload loads the new version on a thread while the old one keeps answering, th
 one reference (atomic for every request: a request holds the `Loaded` it looked up, so it
 is answered by one version from start to end). The old version's batcher finishes what
 it has queued and stops; nothing waits on the swap and nothing fails because of it.
+Before the swap the new version is warmed up on the loading thread (`warm_up`, where the
+model has one: a text version loads its encoder there, not on its first request), and a
+version whose warm-up fails is not served: the old one stays.
 
 The champion alias in the registry is the truth: an event only says "look again", so a
 replayed or out-of-order `model.promoted` never brings back an old version.
@@ -32,9 +35,10 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from driftloop_common.contracts.errors import PermanentError
 from driftloop_common.contracts.events import ModelKey, Stage
 from driftloop_predictor.batching import BatchConfig, Batcher, ModelFailedError, Scored
-from driftloop_predictor.scoring import is_tabular, score_records
+from driftloop_predictor.scoring import call_model, is_tabular, score_records
 
 __all__ = ["Loaded", "Loader", "ServedModels", "StagedVersion", "in_canary", "score_text"]
 
@@ -178,7 +182,7 @@ class ServedModels:
             version = version if version is not None else hint
             current = self._live.get(name)
             if version is not None and (current is None or current.version != version):
-                model = await asyncio.to_thread(self.loader.load, name, version)
+                model = await self._ready(name, version)
                 self.swap(key, version, model)
             await self._refresh_staged(key)
             return self._live.get(name)
@@ -202,13 +206,28 @@ class ServedModels:
                 current.batcher.close()
                 log.info("%s v%s is now %s", name, wanted.version, wanted.stage)
             return
-        model = await asyncio.to_thread(self.loader.load, name, wanted.version)
+        model = await self._ready(name, wanted.version)
         self._staged[name] = self._made(
             key, wanted.version, model, wanted.stage, wanted.share_percent
         )
         if current is not None:
             current.batcher.close()
         log.info("%s v%s serves as %s", name, wanted.version, wanted.stage)
+
+    async def _ready(self, name: str, version: int) -> Any:
+        """Version `version` loaded and warmed up, both on a thread; `PermanentError`
+        (`model_failed`) when its warm-up raises."""
+        model = await asyncio.to_thread(self.loader.load, name, version)
+        warm_up = getattr(model, "warm_up", None)
+        if callable(warm_up):
+            try:
+                await call_model(warm_up)
+            except ModelFailedError as exc:
+                raise PermanentError(
+                    f"{name} v{version} failed its warm-up ({exc}); it is not served",
+                    code="model_failed",
+                ) from exc
+        return model
 
     def swap(self, key: ModelKey, version: int, model: Any) -> Loaded:
         """Make `model` (version `version` of `key`) the live one; the old one drains."""

@@ -30,6 +30,7 @@ import contextlib
 import functools
 import io
 import os
+import threading
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -155,15 +156,11 @@ class TextEncoder:
         if self._forward is not None:
             return self
         path = model_dir()
+        os.environ["HF_HUB_OFFLINE"] = "1"  # for this process, even when all is cached
         import torch
-        from transformers import AutoTokenizer
 
         torch.set_num_threads(self.num_threads)
-        with _hub_offline():
-            try:
-                tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-            except OSError as exc:
-                raise ConfigError(f"cannot load the text encoder from {path}: {exc}") from exc
+        tokenizer = _shared_tokenizer(str(path))
         if self.backend == "onnx":
             self._forward = _onnx_forward(str(path), self.num_threads)
         else:
@@ -193,9 +190,10 @@ class TextEncoder:
         out = np.empty((len(texts), EMBEDDING_DIM), dtype=np.float32)
         if not texts:
             return out
-        ids = self._tokenizer(
-            list(texts), truncation=True, max_length=MAX_SEQ_LENGTH, return_attention_mask=False
-        )["input_ids"]
+        with self._tokenizer.lock:
+            ids = self._tokenizer(
+                list(texts), truncation=True, max_length=MAX_SEQ_LENGTH, return_attention_mask=False
+            )["input_ids"]
         order = sorted(range(len(ids)), key=lambda i: len(ids[i]), reverse=True)
         with torch.inference_mode():
             for start, stop in plan_batches([len(ids[i]) for i in order], batch_size):
@@ -271,6 +269,23 @@ def _hub_offline() -> Iterator[None]:
             hf_logging.enable_progress_bar()
 
 
+@functools.cache
+def _shared_tokenizer(path: str) -> Any:
+    """The package's tokenizer, one per process: parsing its 700 kB `tokenizer.json` holds
+    the GIL ≈ 0.1 s, which a predictor loading a new version would take from its event
+    loop. Its `lock` guards each call: a fast tokenizer changes its truncation state in
+    place, and two threads of one process (a champion's and a shadow's batcher) may share it."""
+    from transformers import AutoTokenizer
+
+    with _hub_offline():
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        except OSError as exc:
+            raise ConfigError(f"cannot load the text encoder from {path}: {exc}") from exc
+    tokenizer.lock = threading.Lock()
+    return tokenizer
+
+
 def _torch_model(path: Path) -> torch.nn.Module:
     """The package's transformers module, fp32, in eval mode."""
     import torch
@@ -296,10 +311,9 @@ def _torch_forward(
 _ONNX_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
-@functools.cache
 def _onnx_model(path: str) -> bytes:
-    """The package's model as ONNX, exported once per process (≈ 1.5 s, 90 MB kept in memory
-    rather than in a cache folder that could go stale or be shared by two releases).
+    """The package's model as ONNX, exported in memory when a session is made (≈ 1.5 s; a
+    cache folder could go stale or be shared by two releases, and the 90 MB are let go).
 
     The exporter is torch's TorchScript-based one (`dynamo=False`): the `torch.export` one
     takes ≈ 6 s here and needs onnxscript. It traces a padded batch, so the attention

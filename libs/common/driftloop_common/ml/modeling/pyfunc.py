@@ -158,6 +158,11 @@ class TextClassifier(mlflow.pyfunc.PythonModel):
                 )
         return self._text_encoder.encode(texts)
 
+    def warm_up(self) -> None:
+        """Load the encoder and score one text, so that the first request of a server that
+        just loaded this version does not wait for that (≈ 10 s on 2 CPUs)."""
+        self.predict_proba(["hello, I have a question about my account"])
+
     def nearest_examples(self, texts: list[str], k: int = 5) -> list[list[tuple[int, float]]]:
         """Per text, the indices and cosine similarities of the `k` nearest rows of
         `self.examples` (in the stored embeddings' space: the MiniLM encoder's)."""
