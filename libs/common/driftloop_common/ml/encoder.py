@@ -271,7 +271,7 @@ def _hub_offline() -> Iterator[None]:
 
 @functools.cache
 def _shared_tokenizer(path: str) -> Any:
-    """The package's tokenizer, one per process: parsing its 700 kB `tokenizer.json` holds
+    """The package's tokenizer, one per process: parsing its 466 kB `tokenizer.json` holds
     the GIL ≈ 0.1 s, which a predictor loading a new version would take from its event
     loop. Its `lock` guards each call: a fast tokenizer changes its truncation state in
     place, and two threads of one process (a champion's and a shadow's batcher) may share it."""
