@@ -156,7 +156,9 @@ class TextEncoder:
         if self._forward is not None:
             return self
         path = model_dir()
-        os.environ["HF_HUB_OFFLINE"] = "1"  # for this process, even when all is cached
+        # Read by huggingface_hub when it is first imported; local_files_only covers the
+        # rest. Set on every load: the tokenizer and session may come from the cache.
+        os.environ["HF_HUB_OFFLINE"] = "1"
         import torch
 
         torch.set_num_threads(self.num_threads)
@@ -253,11 +255,9 @@ def plan_batches(lengths: Sequence[int], max_rows: int) -> list[tuple[int, int]]
 
 
 @contextlib.contextmanager
-def _hub_offline() -> Iterator[None]:
-    """Quiet, offline transformers: no Hub calls, no tqdm bar on stderr (it would break JSON
-    logs)."""
-    # Read by huggingface_hub when it is first imported; local_files_only covers the rest.
-    os.environ["HF_HUB_OFFLINE"] = "1"
+def _no_progress_bars() -> Iterator[None]:
+    """Quiet transformers: no tqdm bar on stderr (it would break JSON logs). Offline is
+    `TextEncoder.load`'s doing (`HF_HUB_OFFLINE`, set before anything is imported)."""
     from transformers.utils import logging as hf_logging
 
     bars = hf_logging.is_progress_bar_enabled()
@@ -277,7 +277,7 @@ def _shared_tokenizer(path: str) -> Any:
     place, and two threads of one process (a champion's and a shadow's batcher) may share it."""
     from transformers import AutoTokenizer
 
-    with _hub_offline():
+    with _no_progress_bars():
         try:
             tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
         except OSError as exc:
@@ -291,7 +291,7 @@ def _torch_model(path: Path) -> torch.nn.Module:
     import torch
     from transformers import AutoModel
 
-    with _hub_offline():
+    with _no_progress_bars():
         try:
             model = AutoModel.from_pretrained(path, local_files_only=True, dtype=torch.float32)
         except OSError as exc:
